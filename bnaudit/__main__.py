@@ -1,0 +1,5 @@
+"""`python -m bnaudit`."""
+
+from bnaudit.cli import main
+
+main()

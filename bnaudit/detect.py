@@ -1,0 +1,432 @@
+"""Find every batch-normalization layer of a graph, by structure and never by name.
+
+A layer shows up as one of two cores:
+- a fused op (`FusedBatchNorm`, `V2`, `V3`), alone, or two of them (training and inference)
+  joined by a v1 `Merge`, or one in each branch function of a v2 `If`;
+- the decomposition `tf.nn.batch_normalization` and Keras 3 write:
+  `Rsqrt(var + eps)` [`* gamma`] -> `x * scale` and `mean * scale` -> `beta - ...` -> `add`.
+Each layer's parameters are traced to their sources (see `trace`), which also gives its mode.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bnaudit.graph import Body, Graph, TensorRef
+from bnaudit.tensors import decode_tensor
+from bnaudit.trace import (
+    CALL_OPS,
+    FUSED_OPS,
+    IF_OPS,
+    Batch,
+    Choice,
+    Const,
+    Flag,
+    Frame,
+    MissingFunction,
+    Source,
+    Stack,
+    Tracer,
+    function_name,
+    resolve,
+)
+
+ROLES = ("gamma", "beta", "moving_mean", "moving_variance")
+STAT_ROLES = ("moving_mean", "moving_variance")
+_FUSED_INPUTS = {"gamma": 1, "beta": 2, "moving_mean": 3, "moving_variance": 4}
+_FUSED_DEFAULT_EPSILON = 1e-4  # the op's default when the attr is absent
+_SCOPE_NOISE = re.compile(r"^(cond(_\d+)?|batchnorm|FusedBatchNorm(V\d)?(_\d+)?)$")
+
+
+@dataclass(frozen=True)
+class Param:
+    """Where one BN parameter comes from."""
+
+    kind: str
+    """`const`, `batch` (batch statistics), `absent` (scale/center off) or `other`."""
+    source: str
+    """The Const's node name, "batch statistics", "absent", or the op it comes from."""
+    value: NDArray[Any] | None
+    """The constant's value, when it is one."""
+
+
+@dataclass(frozen=True)
+class BnLayer:
+    """One batch-normalization layer as found in the graph."""
+
+    name: str
+    """The layer's output node in the top-level graph."""
+    scope: str
+    """The name scope the layer was created under."""
+    op: str
+    """`FusedBatchNorm`, `FusedBatchNormV2`, `FusedBatchNormV3` or `decomposed`."""
+    mode: str
+    """`inference`, `training` or `conditional`."""
+    flag: Flag | None
+    """The flag deciding a conditional layer."""
+    epsilon: float | None
+    channels: int | None
+    data_format: str | None
+    params: dict[str, Param]
+    """gamma, beta, moving_mean, moving_variance: the values used in inference."""
+    position: int
+    """Index of the output node in a topological order of the graph."""
+    core_nodes: tuple[str, ...]
+    """The fused op(s), or the decomposition's `Rsqrt`, that make the layer."""
+
+
+@dataclass(frozen=True)
+class _Core:
+    """One BN computation before layers are assembled: a fused op or a decomposition."""
+
+    body: Body
+    stack: Stack
+    node: Any
+    op: str
+    inputs: dict[str, TensorRef | None]
+    """Parameter role -> tensor (None: absent)."""
+    epsilon: float | None
+    data_format: str | None
+    is_training: bool | None
+    """A fused op's attribute; None for the decomposition (its sources tell)."""
+    output: str
+
+
+@dataclass(frozen=True)
+class GraphScan:
+    """What detection found: the layers and references to missing functions."""
+
+    layers: list[BnLayer]
+    missing_functions: list[tuple[str, str]]
+    """(calling node, function name) for every call into a function the library lacks."""
+
+
+def scope_of(node_name: str) -> str:
+    """The layer scope of a node: its parent scope without `cond`/`batchnorm` parts."""
+    parts = node_name.split("/")[:-1]
+    while parts and _SCOPE_NOISE.match(parts[-1]):
+        parts.pop()
+    return "/".join(parts) or node_name
+
+
+def find_layers(graph: Graph) -> GraphScan:
+    """Every BN layer of `graph` in graph order, and the graph's dangling function calls."""
+    tracer = Tracer(graph)
+    layers: list[BnLayer] = []
+    missing: list[tuple[str, str]] = []
+    _walk(graph, tracer, graph.top, (), layers, missing, seen=set())
+    layers.sort(key=lambda layer: layer.position)
+    return GraphScan(layers=layers, missing_functions=missing)
+
+
+def _walk(
+    graph: Graph,
+    tracer: Tracer,
+    body: Body,
+    stack: Stack,
+    layers: list[BnLayer],
+    missing: list[tuple[str, str]],
+    seen: set[str | None],
+) -> None:
+    """Collect the layers of `body`, then descend into the functions it calls."""
+    seen = seen | {body.name}
+    cores = _cores(body, stack)
+    paired: set[str] = set()
+    top_name = stack[0].node if stack else None
+    for first, second, merge in _merged_pairs(body, cores):
+        paired |= {first.node.name, second.node.name}
+        found = tracer.switch_branch(body, body.inputs(first.node)[0])
+        flag = tracer.flag(body, found[0], stack) if found else None
+        if_true, if_false = (second, first) if found and not found[1] else (first, second)
+        layers.append(_pair_layer(graph, tracer, if_true, if_false, flag, top_name or merge))
+    for core in cores:
+        if core.node.name not in paired:
+            layers.append(_single_layer(graph, tracer, core, top_name or core.output))
+    for name, node in body.nodes.items():
+        if node.op in IF_OPS:
+            callees = [
+                graph.functions.get(function_name(node, a)) for a in ("then_branch", "else_branch")
+            ]
+            for attr, callee in zip(("then_branch", "else_branch"), callees, strict=True):
+                if callee is None:
+                    missing.append((name, function_name(node, attr)))
+            if callees[0] is None or callees[1] is None:
+                continue
+            frame = Frame(body, name, 1)
+            pairs = _branch_pairs(callees[0], callees[1], (*stack, frame))
+            if pairs is None:
+                for callee in callees:
+                    if callee.name not in seen:
+                        _walk(
+                            graph,
+                            tracer,
+                            callee,
+                            (*stack, frame),
+                            layers,
+                            missing,
+                            seen,
+                        )
+                continue
+            flag = tracer.flag(body, body.inputs(node)[0], stack)
+            for then_core, else_core in pairs:
+                layers.append(
+                    _pair_layer(graph, tracer, then_core, else_core, flag, top_name or name)
+                )
+        elif node.op in CALL_OPS:
+            callee = graph.functions.get(function_name(node, "f"))
+            if callee is None:
+                missing.append((name, function_name(node, "f")))
+            elif callee.name not in seen:
+                _walk(
+                    graph,
+                    tracer,
+                    callee,
+                    (*stack, Frame(body, name, 0)),
+                    layers,
+                    missing,
+                    seen,
+                )
+
+
+def _branch_pairs(
+    then_body: Body, else_body: Body, stack: Stack
+) -> list[tuple[_Core, _Core]] | None:
+    """Pair the BN cores of an If's two branches, or None when they do not pair up."""
+    then_cores, else_cores = _cores(then_body, stack), _cores(else_body, stack)
+    if not then_cores or len(then_cores) != len(else_cores):
+        return None
+    return list(zip(then_cores, else_cores, strict=True))
+
+
+def _cores(body: Body, stack: Stack) -> list[_Core]:
+    cores = []
+    for node in body.nodes.values():
+        if node.op in FUSED_OPS:
+            cores.append(_fused_core(body, stack, node))
+        elif node.op == "Rsqrt":
+            core = _decomposed_core(body, stack, node)
+            if core is not None:
+                cores.append(core)
+    return cores
+
+
+def _fused_core(body: Body, stack: Stack, node: Any) -> _Core:
+    inputs = body.inputs(node)
+    attrs = node.attr
+    return _Core(
+        body=body,
+        stack=stack,
+        node=node,
+        op=node.op,
+        inputs={role: inputs[i] for role, i in _FUSED_INPUTS.items()},
+        epsilon=_float32(attrs["epsilon"].f) if "epsilon" in attrs else _FUSED_DEFAULT_EPSILON,
+        data_format=attrs["data_format"].s.decode() if "data_format" in attrs else "NHWC",
+        is_training=bool(attrs["is_training"].b) if "is_training" in attrs else True,
+        output=node.name,
+    )
+
+
+def _consumers(body: Body, name: str, ops: tuple[str, ...]) -> list[tuple[Any, int]]:
+    """Consumers of `name`'s output 0 with one of `ops`: (node, input position)."""
+    return [
+        (body.nodes[c], position)
+        for c, position, index in body.consumers.get(name, [])
+        if index == 0 and body.nodes[c].op in ops
+    ]
+
+
+def _other_input(body: Body, node: Any, position: int) -> TensorRef:
+    return body.inputs(node)[1 - position]
+
+
+def _decomposed_core(body: Body, stack: Stack, rsqrt: Any) -> _Core | None:
+    """Recognise `tf.nn.batch_normalization`'s decomposition around an Rsqrt, or None."""
+    mul = ("Mul",)
+    added = body.inputs(rsqrt)[0]
+    add = body.nodes.get(added.node)
+    if add is None or add.op not in ("Add", "AddV2") or len(add.input) != 2:
+        return None
+    scale_name, gamma = rsqrt.name, None
+    users = _consumers(body, rsqrt.name, mul)
+    if len(users) == 1 and len(_consumers(body, users[0][0].name, mul)) == 2:
+        gamma_mul, position = users[0]
+        scale_name, gamma = gamma_mul.name, _other_input(body, gamma_mul, position)
+    muls = _consumers(body, scale_name, mul)
+    if len(muls) != 2:
+        return None
+    x_mul = mean_mul = None
+    beta: TensorRef | None = None
+    for node, position in muls:
+        subs = _consumers(body, node.name, ("Sub",))
+        negs = _consumers(body, node.name, ("Neg",))
+        if subs and subs[0][1] == 1:
+            mean_mul, mean_position, beta = node, position, body.inputs(subs[0][0])[0]
+        elif negs:
+            mean_mul, mean_position = node, position
+        else:
+            x_mul = node
+    if x_mul is None or mean_mul is None:
+        return None
+    outputs = _consumers(body, x_mul.name, ("Add", "AddV2"))
+    if not outputs:
+        return None
+    variance, eps_ref = body.inputs(add)
+    return _Core(
+        body=body,
+        stack=stack,
+        node=rsqrt,
+        op="decomposed",
+        inputs={
+            "gamma": gamma,
+            "beta": beta,
+            "moving_mean": _other_input(body, mean_mul, mean_position),
+            "moving_variance": variance,
+        },
+        epsilon=_scalar(body, eps_ref),
+        data_format=None,
+        is_training=None,
+        output=outputs[0][0].name,
+    )
+
+
+def _scalar(body: Body, ref: TensorRef) -> float | None:
+    node = body.nodes.get(ref.node)
+    if node is None or node.op != "Const":
+        return None
+    value = decode_tensor(node.attr["value"].tensor)
+    return _float32(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+
+
+def _float32(value: Any) -> float:
+    """A float32 as the short decimal the user wrote: 0.001, not 0.0010000000474974513."""
+    return float(repr(np.float32(value)).removeprefix("np.float32(").rstrip(")"))
+
+
+def _merged_pairs(body: Body, cores: list[_Core]) -> list[tuple[_Core, _Core, str]]:
+    """Pairs of fused ops whose outputs meet in one v1 `Merge`: (core, core, merge name)."""
+    by_name = {core.node.name: core for core in cores if core.op in FUSED_OPS}
+    pairs = []
+    for name, node in body.nodes.items():
+        if node.op not in ("Merge", "RefMerge"):
+            continue
+        found = [_fused_behind(body, ref, by_name) for ref in body.inputs(node)]
+        if len(found) == 2 and found[0] and found[1] and found[0] is not found[1]:
+            pairs.append((found[0], found[1], name))
+    return pairs
+
+
+def _fused_behind(body: Body, ref: TensorRef, by_name: dict[str, _Core]) -> _Core | None:
+    """The fused core whose output `ref` is, looking through Identity."""
+    for _ in range(8):
+        if ref.node in by_name and ref.index == 0:
+            return by_name[ref.node]
+        node = body.nodes.get(ref.node)
+        if node is None or node.op != "Identity":
+            return None
+        ref = body.inputs(node)[0]
+    return None
+
+
+def _trace_params(tracer: Tracer, core: _Core) -> dict[str, Source | None]:
+    return {
+        role: None if ref is None else tracer.source(core.body, ref, core.stack)
+        for role, ref in core.inputs.items()
+    }
+
+
+def _single_layer(graph: Graph, tracer: Tracer, core: _Core, output: str) -> BnLayer:
+    sources = _trace_params(tracer, core)
+    if core.is_training:
+        sources.update({role: Batch(core.node.name) for role in STAT_ROLES})
+    stats = [sources[r] for r in STAT_ROLES]
+    flags = [s.flag for s in stats if isinstance(s, Choice)]
+    if flags:
+        mode, flag = "conditional", flags[0]
+    elif any(isinstance(s, Batch) for s in stats):
+        mode, flag = "training", None
+    else:
+        mode, flag = "inference", None
+    return _layer(graph, core, output, mode, flag, sources)
+
+
+def _pair_layer(
+    graph: Graph,
+    tracer: Tracer,
+    if_true: _Core,
+    if_false: _Core,
+    flag: Flag | None,
+    output: str,
+) -> BnLayer:
+    """One layer made of two cores, the flag choosing `if_true` or `if_false`."""
+    training = {id(c): _uses_batch_stats(tracer, c) for c in (if_true, if_false)}
+    inference = if_false if training[id(if_true)] else if_true
+    sources = _trace_params(tracer, inference)
+    mode = "conditional"
+    if flag is not None and flag.constant:
+        chosen = if_true if flag.default else if_false
+        mode = "training" if training[id(chosen)] else "inference"
+        flag = None
+    if mode == "training":
+        sources.update({role: Batch(inference.node.name) for role in STAT_ROLES})
+    layer = _layer(graph, inference, output, mode, flag, sources)
+    return BnLayer(**{**layer.__dict__, "core_nodes": (if_true.node.name, if_false.node.name)})
+
+
+def _uses_batch_stats(tracer: Tracer, core: _Core) -> bool:
+    if core.is_training is not None:
+        return core.is_training
+    mean = core.inputs["moving_mean"]
+    return mean is not None and isinstance(tracer.source(core.body, mean, core.stack), Batch)
+
+
+def _layer(
+    graph: Graph,
+    core: _Core,
+    output: str,
+    mode: str,
+    flag: Flag | None,
+    sources: dict[str, Source | None],
+) -> BnLayer:
+    params = {
+        role: _param(resolve(sources[role], False) if sources[role] else None) for role in ROLES
+    }
+    return BnLayer(
+        name=output,
+        scope=scope_of(output),
+        op=core.op,
+        mode=mode,
+        flag=flag,
+        epsilon=core.epsilon,
+        channels=_channels(params),
+        data_format=core.data_format,
+        params=params,
+        position=graph.order.get(output, len(graph.order)),
+        core_nodes=(core.node.name,),
+    )
+
+
+def _param(source: Source | None) -> Param:
+    if source is None:
+        return Param("absent", "absent", None)
+    if isinstance(source, Const):
+        return Param("const", source.node, source.value)
+    if isinstance(source, Batch):
+        return Param("batch", "batch statistics", None)
+    if isinstance(source, MissingFunction):
+        return Param("other", f"missing function {source.function}", None)
+    if isinstance(source, Choice):
+        return Param("other", f"depends on {source.flag.name}", None)
+    return Param("other", f"{source.op} {source.node}", None)
+
+
+def _channels(params: dict[str, Param]) -> int | None:
+    for role in ("moving_variance", "moving_mean", "gamma", "beta"):
+        value = params[role].value
+        if value is not None and value.ndim >= 1:
+            return int(np.prod(value.shape))
+    return None

@@ -1,0 +1,157 @@
+"""Pure renderers: a report in, text or a rich renderable out. Adding a format is one function."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from bnaudit.report import Finding, LayerReport, ListReport, list_report_dict
+
+STATUS_STYLE = {"error": "bold red", "warning": "yellow", "ok": "green"}
+ROLES = ("gamma", "beta", "moving_mean", "moving_variance")
+
+
+def render_json(report: ListReport) -> str:
+    return json.dumps(list_report_dict(report), indent=2) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _range(layer: LayerReport, role: str) -> str:
+    param = layer.params[role]
+    if param.kind != "const":
+        return param.source if param.kind != "other" else "?"
+    if param.min is None:
+        return "non-finite"
+    return f"{_fmt(param.min)} .. {_fmt(param.max)}"
+
+
+def _mode(layer: LayerReport) -> str:
+    if layer.flag is None:
+        return layer.mode
+    default = {True: "True", False: "False", None: "no default"}[layer.flag.default]
+    return f"{layer.mode}\n{layer.flag.name}={default}"
+
+
+def _op(layer: LayerReport) -> str:
+    return layer.op if layer.data_format is None else f"{layer.op} {layer.data_format}"
+
+
+def _row_style(status: str) -> str | None:
+    return {"error": "red", "warning": "yellow"}.get(status)
+
+
+def summary_line(report: ListReport) -> str:
+    """One line for stderr: how many layers, findings by severity, pass or fail."""
+    counts = Counter(f.severity.label for f in report.all_findings)
+    parts = [
+        f"{counts[s]} {s}{'s' if counts[s] != 1 else ''}" for s in ("error", "warning") if counts[s]
+    ]
+    verdict = "passed" if report.passed else "failed"
+    found = f"{len(report.layers)} BN layer{'s' if len(report.layers) != 1 else ''}"
+    return f"{found}, {', '.join(parts) or 'no problems'}: {verdict}"
+
+
+def build_table(report: ListReport) -> Table:
+    """One row per layer: form, mode, epsilon, channels, statistics ranges, status."""
+    table = Table(title=f"BN layers in {report.graph}", title_justify="left")
+    for column in ("layer", "op", "mode", "eps", "C", "moving mean", "moving var", "status"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("op", "mode", "status"))
+    for layer in report.layers:
+        table.add_row(
+            layer.scope,
+            _op(layer),
+            _mode(layer),
+            _fmt(layer.epsilon),
+            "-" if layer.channels is None else str(layer.channels),
+            _range(layer, "moving_mean"),
+            _range(layer, "moving_variance"),
+            Text(layer.status, style=STATUS_STYLE[layer.status]),
+            style=_row_style(layer.status),
+        )
+    return table
+
+
+def build_sources_table(report: ListReport) -> Table:
+    """Where each layer's gamma, beta, moving mean and moving variance come from."""
+    table = Table(title="Parameter sources", title_justify="left")
+    table.add_column("layer", overflow="fold")
+    for role in ROLES:
+        table.add_column(role, overflow="fold")
+    for layer in report.layers:
+        table.add_row(layer.scope, *(layer.params[role].source for role in ROLES))
+    return table
+
+
+def grouped_findings(findings: list[Finding]) -> list[tuple[Finding, list[str]]]:
+    """Findings with the same code and message once each, with the layers they concern."""
+    groups: dict[tuple[str, str], tuple[Finding, list[str]]] = {}
+    for finding in findings:
+        key = (finding.code, finding.message)
+        groups.setdefault(key, (finding, []))[1].append(finding.layer or "graph")
+    return sorted(groups.values(), key=lambda group: -group[0].severity)
+
+
+def _finding_lines(findings: list[Finding]) -> list[Text]:
+    lines = []
+    for finding, where in grouped_findings(findings):
+        label = finding.severity.label
+        line = Text(f"{label:<8}", style=STATUS_STYLE.get(label, "cyan"))
+        line.append(f"{finding.code}", style="bold")
+        places = ", ".join(where) if len(where) <= 3 else f"{len(where)} layers"
+        line.append(f" ({places}): {finding.message}")
+        lines.append(line)
+    return lines
+
+
+def render_table(report: ListReport) -> RenderableType:
+    parts: list[RenderableType] = []
+    if report.layers:
+        parts += [build_table(report), build_sources_table(report)]
+    parts.extend(_finding_lines(report.all_findings))
+    return Group(*parts)
+
+
+def render_markdown(report: ListReport) -> str:
+    lines = [f"## bnaudit list-bn: `{report.graph}`", ""]
+    lines.append(f"**{'Passed' if report.passed else 'Failed'}**: {summary_line(report)}")
+    lines.append("")
+    if report.layers:
+        lines.append("| # | layer | op | mode | eps | C | mean | variance | status |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        for index, layer in enumerate(report.layers, 1):
+            cells = [
+                str(index),
+                f"`{layer.scope}`",
+                _op(layer),
+                _mode(layer).replace("\n", " "),
+                _fmt(layer.epsilon),
+                "-" if layer.channels is None else str(layer.channels),
+                _range(layer, "moving_mean"),
+                _range(layer, "moving_variance"),
+                layer.status,
+            ]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append("")
+    for finding, where in grouped_findings(report.all_findings):
+        places = ", ".join(f"`{w}`" for w in where)
+        lines.append(
+            f"- **{finding.severity.label}** `{finding.code}` ({places}): {finding.message}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# Name -> renderer; also feeds click.Choice. A renderer returns text or a rich renderable.
+REPORTERS: dict[str, Callable[[Any], RenderableType | str]] = {
+    "table": render_table,
+    "json": render_json,
+    "markdown": render_markdown,
+}

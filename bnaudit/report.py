@@ -1,0 +1,159 @@
+"""The results bnaudit reports: plain frozen dataclasses, and their JSON-ready form."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+class Severity(enum.IntEnum):
+    """How bad a finding is; `--fail-on` compares against this order."""
+
+    INFO = 1
+    WARNING = 2
+    ERROR = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+FAIL_ON = {"error": Severity.ERROR, "warning": Severity.WARNING, "never": None}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem (or fact worth knowing) about a layer or the whole graph."""
+
+    code: str
+    """A stable identifier such as `untrained-stats`; codes are a contract."""
+    severity: Severity
+    message: str
+    """The likely cause and the fix, in the user's words."""
+    layer: str | None = None
+    """The layer's scope; None for a graph-level finding."""
+
+
+@dataclass(frozen=True)
+class FlagInfo:
+    """The boolean that decides a conditional layer."""
+
+    name: str
+    """The flag's node name."""
+    default: bool | None
+    """The value used when nothing is fed; None when it must be fed."""
+
+
+@dataclass(frozen=True)
+class ParamSummary:
+    """Where one parameter comes from, and the range of its values."""
+
+    source: str
+    """The Const's node name, "batch statistics" or "absent"."""
+    kind: str
+    """`const`, `batch`, `absent` or `other`."""
+    min: float | None
+    max: float | None
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """One BN layer of a frozen graph, as `list-bn` reports it."""
+
+    name: str
+    """The layer's output node."""
+    scope: str
+    """Its name scope."""
+    op: str
+    """The op form: a fused op type or `decomposed`."""
+    mode: str
+    """`inference`, `training` or `conditional`."""
+    flag: FlagInfo | None
+    epsilon: float | None
+    channels: int | None
+    data_format: str | None
+    params: dict[str, ParamSummary]
+    """gamma, beta, moving_mean, moving_variance."""
+    findings: tuple[Finding, ...]
+
+    @property
+    def status(self) -> str:
+        return status_of(self.findings)
+
+
+@dataclass(frozen=True)
+class ListReport:
+    """What `list-bn` found in one frozen graph."""
+
+    graph: str
+    """The graph file, as given."""
+    layers: tuple[LayerReport, ...]
+    findings: tuple[Finding, ...]
+    """Graph-level findings."""
+    fail_on: Severity | None = Severity.ERROR
+    """The threshold; None never fails."""
+    command: str = field(default="list-bn", init=False)
+
+    @property
+    def all_findings(self) -> list[Finding]:
+        return [*self.findings, *(f for layer in self.layers for f in layer.findings)]
+
+    @property
+    def passed(self) -> bool:
+        return passes(self.all_findings, self.fail_on)
+
+
+def passes(findings: list[Finding], fail_on: Severity | None) -> bool:
+    """True when no finding reaches the threshold."""
+    return fail_on is None or all(f.severity < fail_on for f in findings)
+
+
+def status_of(findings: tuple[Finding, ...] | list[Finding]) -> str:
+    """`error`, `warning` or `ok` from the worst finding (info counts as ok)."""
+    worst = max((f.severity for f in findings), default=Severity.INFO)
+    return "ok" if worst == Severity.INFO else worst.label
+
+
+def _number(value: float | None) -> float | None:
+    """JSON has no NaN or Infinity: those become null (the findings say why)."""
+    return None if value is None or not math.isfinite(value) else value
+
+
+def finding_dict(finding: Finding) -> dict[str, Any]:
+    return {"code": finding.code, "severity": finding.severity.label, "message": finding.message}
+
+
+def list_report_dict(report: ListReport) -> dict[str, Any]:
+    """The `list-bn` JSON contract (schema_version 1)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "command": report.command,
+        "passed": report.passed,
+        "graph": report.graph,
+        "layers": [
+            {
+                "name": layer.name,
+                "scope": layer.scope,
+                "op": layer.op,
+                "mode": layer.mode,
+                "flag": None
+                if layer.flag is None
+                else {"name": layer.flag.name, "default": layer.flag.default},
+                "epsilon": _number(layer.epsilon),
+                "channels": layer.channels,
+                "data_format": layer.data_format,
+                "params": {
+                    role: {"source": p.source, "min": _number(p.min), "max": _number(p.max)}
+                    for role, p in layer.params.items()
+                },
+                "status": layer.status,
+                "findings": [finding_dict(f) for f in layer.findings],
+            }
+            for layer in report.layers
+        ],
+        "findings": [finding_dict(f) for f in report.findings],
+    }

@@ -1,0 +1,79 @@
+"""Decode TensorFlow `TensorProto` messages and dtypes into numpy arrays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+# DataType enum value -> numpy dtype, for the types a BN parameter can have.
+NUMPY_DTYPES: dict[int, np.dtype[Any]] = {
+    1: np.dtype(np.float32),
+    2: np.dtype(np.float64),
+    3: np.dtype(np.int32),
+    4: np.dtype(np.uint8),
+    5: np.dtype(np.int16),
+    6: np.dtype(np.int8),
+    9: np.dtype(np.int64),
+    10: np.dtype(np.bool_),
+    17: np.dtype(np.uint16),
+    19: np.dtype(np.float16),
+    22: np.dtype(np.uint32),
+    23: np.dtype(np.uint64),
+}
+DT_BFLOAT16 = 14
+DT_HALF = 19
+
+# The repeated field that holds values of each dtype when `tensor_content` is empty.
+_VALUE_FIELDS = {
+    1: "float_val", 2: "double_val", 3: "int_val", 4: "int_val", 5: "int_val", 6: "int_val",
+    9: "int64_val", 10: "bool_val", 17: "int_val", 19: "half_val", 14: "half_val",
+    22: "uint32_val", 23: "uint64_val",
+}  # fmt: skip
+
+
+def bfloat16_to_float32(raw: NDArray[np.uint16]) -> NDArray[np.float32]:
+    """Widen bfloat16 bit patterns: they are the high half of a float32."""
+    return (raw.astype(np.uint32) << 16).view(np.float32)
+
+
+def shape_of(shape_proto: Any) -> tuple[int, ...] | None:
+    """A TensorShapeProto as a tuple (-1 for unknown dimensions), None for unknown rank."""
+    if shape_proto.unknown_rank:
+        return None
+    return tuple(int(d.size) for d in shape_proto.dim)
+
+
+def decode_tensor(tensor: Any) -> NDArray[Any] | None:
+    """The value of a TensorProto, or None when its dtype is not numeric."""
+    dtype_enum = int(tensor.dtype) % 100  # reference types are plain types + 100
+    shape = shape_of(tensor.tensor_shape) or ()
+    count = int(np.prod(shape, dtype=np.int64))
+    if dtype_enum == DT_BFLOAT16:
+        np_dtype: np.dtype[Any] = np.dtype(np.uint16)
+    elif dtype_enum in NUMPY_DTYPES:
+        np_dtype = NUMPY_DTYPES[dtype_enum]
+    else:
+        return None
+    if tensor.tensor_content:
+        values = np.frombuffer(tensor.tensor_content, dtype=np_dtype.newbyteorder("<"))
+        values = values.astype(np_dtype)
+    else:
+        listed = getattr(tensor, _VALUE_FIELDS[dtype_enum])
+        if dtype_enum in (DT_HALF, DT_BFLOAT16):
+            # half_val holds the 16-bit patterns widened to int32.
+            values = np.array(listed, dtype=np.int32).astype(np.uint16).view(np_dtype)
+        else:
+            values = np.array(listed, dtype=np_dtype)
+        if 0 < values.size < count:
+            # TensorFlow stores a constant fill once, or a run ending in its last value.
+            values = np.concatenate([values, np.full(count - values.size, values[-1])])
+        elif values.size == 0:
+            values = np.zeros(count, dtype=np_dtype)
+    if values.size != count:
+        return None
+    array = values.reshape(shape)
+    if dtype_enum == DT_BFLOAT16:
+        return bfloat16_to_float32(array)
+    return array

@@ -1,0 +1,230 @@
+"""Follow a tensor back to where its value comes from: a constant, batch statistics, a flag.
+
+Frozen graphs wrap parameters in `Identity`, `/read`, `ReadVariableOp`, `Cast`, `Switch`,
+`Enter` and function arguments; control flow (v1 `Switch`/`Merge`, v2 `If`) makes a value
+depend on a flag. `Tracer.source` sees through all of these and answers with a `Source`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bnaudit.graph import Body, Graph, TensorRef
+from bnaudit.tensors import decode_tensor
+
+# Ops that hand their first input through unchanged in value (or only reshaped / cast).
+PASS_THROUGH = frozenset(
+    {
+        "Identity", "RefIdentity", "Cast", "ReadVariableOp", "Enter", "RefEnter", "Snapshot",
+        "StopGradient", "PreventGradient", "CheckNumerics", "Squeeze", "Reshape",
+        "ExpandDims", "EnsureShape", "Switch", "RefSwitch",
+    }
+)  # fmt: skip
+# Ops whose output is a statistic of the batch being normalized.
+BATCH_STAT_OPS = frozenset({"Mean", "SquaredDifference", "Square"})
+FUSED_OPS = frozenset({"FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"})
+IF_OPS = frozenset({"If", "StatelessIf"})
+CALL_OPS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
+_MAX_DEPTH = 200
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A call into a function body: who called it and where its arguments start."""
+
+    body: Body
+    """The body holding the calling node."""
+    node: str
+    """The calling node (`If`, `PartitionedCall`, ...)."""
+    arg_offset: int
+    """Position of the function's first argument among the caller's inputs (1 for If)."""
+
+
+Stack = tuple[Frame, ...]
+
+
+@dataclass(frozen=True)
+class Const:
+    """A constant baked into the graph."""
+
+    node: str
+    value: NDArray[Any] | None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A statistic computed from the batch itself (training-mode normalization)."""
+
+    node: str
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A boolean that selects training or inference."""
+
+    name: str
+    """The node that holds the flag (a placeholder or constant)."""
+    default: bool | None
+    """Its value when nothing is fed: a constant's value, a PlaceholderWithDefault's default."""
+    constant: bool
+    """True when the flag cannot be fed (a Const): the choice is static."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A value chosen by a flag."""
+
+    flag: Flag
+    if_true: Source
+    if_false: Source
+
+
+@dataclass(frozen=True)
+class Opaque:
+    """Anything not followed further: a placeholder, a live variable, an arbitrary op."""
+
+    node: str
+    op: str
+
+
+@dataclass(frozen=True)
+class MissingFunction:
+    """A call to a function the library does not contain."""
+
+    node: str
+    function: str
+
+
+Source = Const | Batch | Choice | Opaque | MissingFunction
+
+
+def resolve(source: Source, flag_value: bool | None) -> Source:
+    """The source when every flag takes `flag_value` (None: each flag's own default)."""
+    while isinstance(source, Choice):
+        value = source.flag.default if flag_value is None or source.flag.constant else flag_value
+        if value is None:
+            return source
+        source = source.if_true if value else source.if_false
+    return source
+
+
+def function_name(node: Any, attr: str) -> str:
+    """The function named by a node's func attribute (`then_branch`, `f`, ...)."""
+    return str(node.attr[attr].func.name) if attr in node.attr else ""
+
+
+class Tracer:
+    """Answers "where does this tensor's value come from?" for one graph."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+
+    def source(self, body: Body, ref: TensorRef, stack: Stack = ()) -> Source:
+        """The origin of `ref`, a tensor of `body` reached through the calls in `stack`."""
+        for _ in range(_MAX_DEPTH):
+            if ref.node not in body.nodes:
+                if ref.node in body.args and stack:
+                    frame = stack[-1]
+                    caller = frame.body.nodes[frame.node]
+                    position = body.args.index(ref.node) + frame.arg_offset
+                    body, stack = frame.body, stack[:-1]
+                    ref = body.inputs(caller)[position]
+                    continue
+                return Opaque(ref.node, "missing")
+            node = body.nodes[ref.node]
+            op = node.op
+            if op in PASS_THROUGH:
+                ref = body.inputs(node)[0]
+            elif op == "IdentityN":
+                ref = body.inputs(node)[ref.index]
+            elif op == "Const":
+                return Const(node.name, decode_tensor(node.attr["value"].tensor))
+            elif op in BATCH_STAT_OPS or (op in FUSED_OPS and ref.index in (1, 2)):
+                return Batch(node.name)
+            elif op in ("Merge", "RefMerge"):
+                return self._merge(body, node, stack)
+            elif op in IF_OPS:
+                return self._if_output(body, node, ref.index, stack)
+            elif op in CALL_OPS:
+                callee = self.graph.functions.get(function_name(node, "f"))
+                if callee is None:
+                    return MissingFunction(node.name, function_name(node, "f"))
+                stack = (*stack, Frame(body, node.name, 0))
+                body, ref = callee, callee.rets[ref.index]
+            else:
+                return Opaque(node.name, op)
+        return Opaque(ref.node, "too deep")
+
+    def flag(self, body: Body, ref: TensorRef, stack: Stack = ()) -> Flag:
+        """Describe the boolean that `ref` carries (a predicate of Switch or If)."""
+        origin = self.source(body, ref, stack)
+        if isinstance(origin, Const):
+            value = None if origin.value is None else bool(np.all(origin.value))
+            return Flag(origin.node, value, constant=True)
+        if isinstance(origin, Opaque):
+            node = self._find(origin.node, body, stack)
+            if node is not None and node.op == "PlaceholderWithDefault":
+                default = self.source(body, TensorRef(node.input[0], 0), stack)
+                value = (
+                    bool(np.all(default.value))
+                    if isinstance(default, Const) and default.value is not None
+                    else None
+                )
+                return Flag(node.name, value, constant=False)
+            return Flag(origin.node, None, constant=False)
+        return Flag(ref.node, None, constant=False)
+
+    def _find(self, name: str, body: Body, stack: Stack) -> Any | None:
+        for candidate in (body, *(frame.body for frame in stack)):
+            if name in candidate.nodes:
+                return candidate.nodes[name]
+        return None
+
+    def switch_branch(self, body: Body, ref: TensorRef) -> tuple[TensorRef, bool] | None:
+        """The (predicate, branch) of the v1 `Switch` that `ref`'s data flows out of."""
+        for _ in range(_MAX_DEPTH):
+            node = body.nodes.get(ref.node)
+            if node is None or not node.input:
+                return None
+            if node.op in ("Switch", "RefSwitch"):
+                return body.inputs(node)[1], ref.index == 1
+            inputs = body.inputs(node)
+            if not inputs:
+                return None
+            ref = inputs[0]
+        return None
+
+    def _merge(self, body: Body, node: Any, stack: Stack) -> Source:
+        branches: dict[bool, Source] = {}
+        flag: Flag | None = None
+        for ref in body.inputs(node):
+            found = self.switch_branch(body, ref)
+            if found is None:
+                return Opaque(node.name, node.op)
+            pred, branch = found
+            flag = flag or self.flag(body, pred, stack)
+            branches[branch] = self.source(body, ref, stack)
+        if flag is None or set(branches) != {True, False}:
+            return Opaque(node.name, node.op)
+        return _choose(flag, branches[True], branches[False])
+
+    def _if_output(self, body: Body, node: Any, index: int, stack: Stack) -> Source:
+        branches = []
+        for attr in ("then_branch", "else_branch"):
+            callee = self.graph.functions.get(function_name(node, attr))
+            if callee is None:
+                return MissingFunction(node.name, function_name(node, attr))
+            frame = Frame(body, node.name, 1)
+            branches.append(self.source(callee, callee.rets[index], (*stack, frame)))
+        flag = self.flag(body, body.inputs(node)[0], stack)
+        return _choose(flag, branches[0], branches[1])
+
+
+def _choose(flag: Flag, if_true: Source, if_false: Source) -> Source:
+    if flag.constant and flag.default is not None:
+        return if_true if flag.default else if_false
+    return Choice(flag, if_true, if_false)
