@@ -392,9 +392,7 @@ def _layer(
     flag: Flag | None,
     sources: dict[str, Source | None],
 ) -> BnLayer:
-    params = {
-        role: _param(resolve(sources[role], False) if sources[role] else None) for role in ROLES
-    }
+    params = {role: _param(_inference_source(sources[role], role)) for role in ROLES}
     return BnLayer(
         name=output,
         scope=scope_of(output),
@@ -408,6 +406,23 @@ def _layer(
         position=graph.order.get(output, len(graph.order)),
         core_nodes=(core.node.name,),
     )
+
+
+def _inference_source(source: Source | None, role: str) -> Source | None:
+    """The source used when the flags say inference; None when the parameter is absent.
+
+    A fused op always takes a scale and an offset: with `scale=False`/`center=False` the
+    layer feeds it a constant of ones/zeros that no variable stands behind.
+    """
+    if source is None:
+        return None
+    source = resolve(source, False)
+    if isinstance(source, Const) and not source.read and source.value is not None:
+        if (role == "gamma" and np.all(source.value == 1)) or (
+            role == "beta" and np.all(source.value == 0)
+        ):
+            return None
+    return source
 
 
 def _param(source: Source | None) -> Param:

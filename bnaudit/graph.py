@@ -174,7 +174,7 @@ def read_graph_def(path: Path) -> Any:
         graph_def = _parse_text(data)
     if graph_def is None:
         raise BnauditError(
-            f"{path} is not a TensorFlow GraphDef (neither binary nor text parses; "
+            f"{path} is not a GraphDef (neither binary nor text parses; "
             "truncated or corrupt?): pass a frozen graph (.pb or .pbtxt)"
         )
     if not graph_def.node:

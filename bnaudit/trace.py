@@ -24,6 +24,8 @@ PASS_THROUGH = frozenset(
         "ExpandDims", "EnsureShape", "Switch", "RefSwitch",
     }
 )  # fmt: skip
+# Ops through which a frozen variable is read.
+READ_OPS = frozenset({"Identity", "RefIdentity", "ReadVariableOp", "Cast", "Snapshot"})
 # Ops whose output is a statistic of the batch being normalized.
 BATCH_STAT_OPS = frozenset({"Mean", "SquaredDifference", "Square"})
 FUSED_OPS = frozenset({"FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"})
@@ -53,6 +55,9 @@ class Const:
 
     node: str
     value: NDArray[Any] | None
+    read: bool = True
+    """False when no Identity/ReadVariableOp/Cast stood between it and its user: a frozen
+    variable is always read through one, a constant an op made for itself is not."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,7 @@ class Tracer:
 
     def source(self, body: Body, ref: TensorRef, stack: Stack = ()) -> Source:
         """The origin of `ref`, a tensor of `body` reached through the calls in `stack`."""
+        read = False
         for _ in range(_MAX_DEPTH):
             if ref.node not in body.nodes:
                 if ref.node in body.args and stack:
@@ -138,11 +144,12 @@ class Tracer:
             node = body.nodes[ref.node]
             op = node.op
             if op in PASS_THROUGH:
+                read = read or op in READ_OPS
                 ref = body.inputs(node)[0]
             elif op == "IdentityN":
                 ref = body.inputs(node)[ref.index]
             elif op == "Const":
-                return Const(node.name, decode_tensor(node.attr["value"].tensor))
+                return Const(node.name, decode_tensor(node.attr["value"].tensor), read)
             elif op in BATCH_STAT_OPS or (op in FUSED_OPS and ref.index in (1, 2)):
                 return Batch(node.name)
             elif op in ("Merge", "RefMerge"):

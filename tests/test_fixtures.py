@@ -1,0 +1,69 @@
+"""The backbone: every committed fixture, run through bnaudit, gives the verdict it was built to have."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bnaudit.cli import main
+from bnaudit.listing import list_bn
+from bnaudit.report import LayerReport
+from conftest import expected, fixture_dirs
+
+LIST_CASES = [d for d in fixture_dirs() if "list_bn" in expected(d)]
+
+
+def _ids(folders: list[Path]) -> list[str]:
+    return [f.name for f in folders]
+
+
+@pytest.mark.parametrize("folder", LIST_CASES, ids=_ids(LIST_CASES))
+def test_list_bn_exit_code_and_output(folder: Path, runner: CliRunner) -> None:
+    want = expected(folder)["list_bn"]
+    result = runner.invoke(
+        main, ["list-bn", str(folder / expected(folder)["graph"]), "--format", "json"]
+    )
+    assert result.exit_code == want["exit_code"], result.stderr
+    assert "Traceback" not in result.stderr
+    if want["exit_code"] == 3:
+        assert result.stdout == ""
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert want.get("error_contains", "").lower() in result.stderr.lower()
+        return
+    report = json.loads(result.stdout)
+    assert report["schema_version"] == 1 and report["command"] == "list-bn"
+    assert report["passed"] is (want["exit_code"] == 0)
+    assert sorted(f["code"] for f in report["findings"]) == sorted(want.get("findings", []))
+
+
+@pytest.mark.parametrize(
+    "folder",
+    [d for d in LIST_CASES if expected(d)["list_bn"]["exit_code"] != 3],
+    ids=_ids([d for d in LIST_CASES if expected(d)["list_bn"]["exit_code"] != 3]),
+)
+def test_list_bn_layers(folder: Path) -> None:
+    want = expected(folder)["list_bn"]
+    report = list_bn(folder / expected(folder)["graph"])
+    assert [layer.scope for layer in report.layers] == [w["scope"] for w in want["layers"]]
+    for layer, wanted in zip(report.layers, want["layers"], strict=True):
+        _check_layer(layer, wanted)
+
+
+def _check_layer(layer: LayerReport, wanted: dict) -> None:  # type: ignore[type-arg]
+    where = layer.scope
+    assert layer.op == wanted["op"], where
+    assert layer.mode == wanted["mode"], where
+    flag = None if layer.flag is None else {"name": layer.flag.name, "default": layer.flag.default}
+    assert flag == wanted.get("flag"), where
+    if wanted.get("epsilon") is not None:
+        assert layer.epsilon == pytest.approx(wanted["epsilon"], rel=1e-6), where
+    if wanted.get("channels") is not None:
+        assert layer.channels == wanted["channels"], where
+    if wanted.get("data_format") is not None and layer.op != "decomposed":
+        assert layer.data_format == wanted["data_format"], where
+    kinds = {role: p.kind for role, p in layer.params.items()}
+    assert kinds == wanted["params"], where
+    assert sorted(f.code for f in layer.findings) == sorted(wanted.get("findings", [])), where
