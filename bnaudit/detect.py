@@ -417,11 +417,15 @@ def _inference_source(source: Source | None, role: str) -> Source | None:
     if source is None:
         return None
     source = resolve(source, False)
-    if isinstance(source, Const) and not source.read and source.value is not None:
-        if (role == "gamma" and np.all(source.value == 1)) or (
-            role == "beta" and np.all(source.value == 0)
-        ):
-            return None
+    fill = {"gamma": 1, "beta": 0}.get(role)
+    if (
+        isinstance(source, Const)
+        and not source.read
+        and source.value is not None
+        and fill is not None
+        and np.all(source.value == fill)
+    ):
+        return None
     return source
 
 

@@ -1,4 +1,4 @@
-"""The backbone: every committed fixture, run through bnaudit, gives the verdict it was built to have."""
+"""The backbone: every committed fixture gives the verdict it was built to have."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import expected, fixture_dirs
 
 from bnaudit.cli import main
 from bnaudit.listing import list_bn
 from bnaudit.report import LayerReport
-from conftest import expected, fixture_dirs
 
 LIST_CASES = [d for d in fixture_dirs() if "list_bn" in expected(d)]
 

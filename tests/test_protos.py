@@ -8,6 +8,7 @@ from bnaudit import protos
 
 
 def _tf_descriptor(name: str):  # type: ignore[no-untyped-def]
+    from google.protobuf import descriptor_pool
     from tensorflow.core.framework import graph_pb2, types_pb2  # noqa: F401
     from tensorflow.core.protobuf import (  # noqa: F401
         meta_graph_pb2,
@@ -15,7 +16,6 @@ def _tf_descriptor(name: str):  # type: ignore[no-untyped-def]
         tensor_bundle_pb2,
         trackable_object_graph_pb2,
     )
-    from google.protobuf import descriptor_pool
 
     return descriptor_pool.Default().FindMessageTypeByName(f"tensorflow.{name}")
 
