@@ -22,7 +22,7 @@ def render_json(report: ListReport) -> str:
 
 
 def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
+    return "-" if value is None else f"{value:.3g}"
 
 
 def _range(layer: LayerReport, role: str) -> str:
@@ -31,7 +31,7 @@ def _range(layer: LayerReport, role: str) -> str:
         return param.source if param.kind != "other" else "?"
     if param.min is None:
         return "non-finite"
-    return f"{_fmt(param.min)} .. {_fmt(param.max)}"
+    return f"{_fmt(param.min)}..{_fmt(param.max)}"
 
 
 def _mode(layer: LayerReport) -> str:
@@ -41,8 +41,7 @@ def _mode(layer: LayerReport) -> str:
     return f"{layer.mode}\n{layer.flag.name}={default}"
 
 
-def _op(layer: LayerReport) -> str:
-    return layer.op if layer.data_format is None else f"{layer.op} {layer.data_format}"
+_MIN_WIDTH = {"mode": 11, "status": 7}
 
 
 def _row_style(status: str) -> str | None:
@@ -61,17 +60,17 @@ def summary_line(report: ListReport) -> str:
 
 
 def build_table(report: ListReport) -> Table:
-    """One row per layer: form, mode, epsilon, channels, statistics ranges, status."""
+    """One row per layer: form, mode, statistics ranges, status."""
     table = Table(title=f"BN layers in {report.graph}", title_justify="left")
-    for column in ("layer", "op", "mode", "eps", "C", "moving mean", "moving var", "status"):
-        table.add_column(column, overflow="fold", no_wrap=column in ("op", "mode", "status"))
+    widest = max((len(layer.scope) for layer in report.layers), default=5)
+    table.add_column("layer", overflow="fold", min_width=min(widest, 24))
+    for column in ("op", "mode", "moving mean", "moving var", "status"):
+        table.add_column(column, overflow="fold", min_width=_MIN_WIDTH.get(column))
     for layer in report.layers:
         table.add_row(
             layer.scope,
-            _op(layer),
+            layer.op,
             _mode(layer),
-            _fmt(layer.epsilon),
-            "-" if layer.channels is None else str(layer.channels),
             _range(layer, "moving_mean"),
             _range(layer, "moving_variance"),
             Text(layer.status, style=STATUS_STYLE[layer.status]),
@@ -80,14 +79,19 @@ def build_table(report: ListReport) -> Table:
     return table
 
 
-def build_sources_table(report: ListReport) -> Table:
-    """Where each layer's gamma, beta, moving mean and moving variance come from."""
-    table = Table(title="Parameter sources", title_justify="left")
-    table.add_column("layer", overflow="fold")
-    for role in ROLES:
-        table.add_column(role, overflow="fold")
+def build_details_table(report: ListReport) -> Table:
+    """Epsilon, channels, format, and where each parameter comes from."""
+    table = Table(title="Layer details and parameter sources", title_justify="left")
+    for column in ("layer", "eps", "C", "format", *ROLES):
+        table.add_column(column, overflow="fold")
     for layer in report.layers:
-        table.add_row(layer.scope, *(layer.params[role].source for role in ROLES))
+        table.add_row(
+            layer.scope,
+            _fmt(layer.epsilon),
+            "-" if layer.channels is None else str(layer.channels),
+            layer.data_format or "-",
+            *(layer.params[role].source for role in ROLES),
+        )
     return table
 
 
@@ -115,7 +119,7 @@ def _finding_lines(findings: list[Finding]) -> list[Text]:
 def render_table(report: ListReport) -> RenderableType:
     parts: list[RenderableType] = []
     if report.layers:
-        parts += [build_table(report), build_sources_table(report)]
+        parts += [build_table(report), build_details_table(report)]
     parts.extend(_finding_lines(report.all_findings))
     return Group(*parts)
 
@@ -131,7 +135,7 @@ def render_markdown(report: ListReport) -> str:
             cells = [
                 str(index),
                 f"`{layer.scope}`",
-                _op(layer),
+                layer.op if layer.data_format is None else f"{layer.op} {layer.data_format}",
                 _mode(layer).replace("\n", " "),
                 _fmt(layer.epsilon),
                 "-" if layer.channels is None else str(layer.channels),

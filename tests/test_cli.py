@@ -1,0 +1,111 @@
+"""The command line contract: streams, exit codes, --output, --fail-on, no TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from bnaudit import __version__
+from bnaudit.cli import main
+from conftest import MODELS
+
+GOOD = MODELS / "tf1_fused_cond" / "frozen.pb"
+UNTRAINED = MODELS / "tf1_untrained" / "frozen.pb"
+BARE_FLAG = MODELS / "tf1_bare_flag" / "frozen.pb"
+
+
+def test_version(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.stdout
+
+
+def test_table_on_stdout_summary_on_stderr(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["list-bn", str(GOOD)])
+    assert result.exit_code == 0
+    assert "model/bn1" in result.stdout and "conditional" in result.stdout
+    assert "passed" in result.stderr and "model/bn1" not in result.stderr
+
+
+def test_findings_fail_with_exit_1(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["list-bn", str(UNTRAINED)])
+    assert result.exit_code == 1
+    assert "untrained-stats" in result.stdout
+    assert "failed" in result.stderr
+
+
+def test_fail_on_threshold(runner: CliRunner) -> None:
+    assert runner.invoke(main, ["list-bn", str(UNTRAINED), "--fail-on", "never"]).exit_code == 0
+    assert runner.invoke(main, ["list-bn", str(BARE_FLAG)]).exit_code == 0
+    assert runner.invoke(main, ["list-bn", str(BARE_FLAG), "--fail-on", "warning"]).exit_code == 1
+
+
+def test_output_file_gets_the_report(runner: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    result = runner.invoke(main, ["list-bn", str(GOOD), "--format", "json", "-o", str(out)])
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert json.loads(out.read_text())["layers"][0]["scope"] == "model/bn1"
+
+
+def test_output_never_overwrites_an_input(runner: CliRunner, tmp_path: Path) -> None:
+    graph = tmp_path / "frozen.pb"
+    graph.write_bytes(GOOD.read_bytes())
+    result = runner.invoke(main, ["list-bn", str(graph), "-o", str(graph)])
+    assert result.exit_code == 2
+    assert graph.read_bytes() == GOOD.read_bytes()
+
+
+def test_markdown_format(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["list-bn", str(UNTRAINED), "--format", "markdown"])
+    assert result.stdout.startswith("## bnaudit list-bn")
+    assert "`untrained-stats`" in result.stdout
+
+
+def test_usage_error_is_exit_2(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["list-bn", str(GOOD), "--format", "xml"])
+    assert result.exit_code == 2
+
+
+def test_bad_input_is_one_line_exit_3(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(main, ["list-bn", str(tmp_path / "missing.pb")])
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "no such file" in result.stderr
+
+
+def _modules_after(code: str) -> set[str]:
+    script = f"import sys\n{code}\nprint(','.join(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    return set(done.stdout.strip().splitlines()[-1].split(","))
+
+
+def test_help_and_list_bn_never_import_tensorflow() -> None:
+    code = (
+        "from click.testing import CliRunner\n"
+        "from bnaudit.cli import main\n"
+        "r = CliRunner()\n"
+        "assert r.invoke(main, ['--help']).exit_code == 0\n"
+        f"assert r.invoke(main, ['list-bn', {str(GOOD)!r}, '--format', 'json']).exit_code == 0\n"
+        f"assert r.invoke(main, ['list-bn', {str(GOOD)!r}]).exit_code == 0\n"
+    )
+    modules = _modules_after(code)
+    assert "bnaudit.detect" in modules  # the command really ran
+    assert "tensorflow" not in modules
+
+
+def test_python_dash_m(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bnaudit", "list-bn", str(GOOD), "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert json.loads(done.stdout)["command"] == "list-bn"
