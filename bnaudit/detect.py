@@ -40,7 +40,9 @@ ROLES = ("gamma", "beta", "moving_mean", "moving_variance")
 STAT_ROLES = ("moving_mean", "moving_variance")
 _FUSED_INPUTS = {"gamma": 1, "beta": 2, "moving_mean": 3, "moving_variance": 4}
 _FUSED_DEFAULT_EPSILON = 1e-4  # the op's default when the attr is absent
-_SCOPE_NOISE = re.compile(r"^(cond(_\d+)?|batchnorm|FusedBatchNorm(V\d)?(_\d+)?)$")
+# Name parts that control flow and BN ops add below the scope a user chose; `cond/output/_N`
+# is where lowering a v2 `If` leaves its `Merge`.
+_SCOPE_NOISE = re.compile(r"^(cond(_\d+)?|batchnorm|FusedBatchNorm(V\d)?(_\d+)?|output|_\d+)$")
 
 
 @dataclass(frozen=True)
@@ -259,18 +261,20 @@ def _decomposed_core(body: Body, stack: Stack, rsqrt: Any) -> _Core | None:
     muls = _consumers(body, scale_name, mul)
     if len(muls) != 2:
         return None
-    x_mul = mean_mul = None
+    x_mul = mean_ref = None
     beta: TensorRef | None = None
     for node, position in muls:
+        # beta - mean * scale, or (-mean) * scale without beta; the other Mul is x * scale.
+        other = _other_input(body, node, position)
+        other_node = body.nodes.get(other.node)
         subs = _consumers(body, node.name, ("Sub",))
-        negs = _consumers(body, node.name, ("Neg",))
         if subs and subs[0][1] == 1:
-            mean_mul, mean_position, beta = node, position, body.inputs(subs[0][0])[0]
-        elif negs:
-            mean_mul, mean_position = node, position
+            mean_ref, beta = other, body.inputs(subs[0][0])[0]
+        elif other_node is not None and other_node.op == "Neg":
+            mean_ref = body.inputs(other_node)[0]
         else:
             x_mul = node
-    if x_mul is None or mean_mul is None:
+    if x_mul is None or mean_ref is None:
         return None
     outputs = _consumers(body, x_mul.name, ("Add", "AddV2"))
     if not outputs:
@@ -284,7 +288,7 @@ def _decomposed_core(body: Body, stack: Stack, rsqrt: Any) -> _Core | None:
         inputs={
             "gamma": gamma,
             "beta": beta,
-            "moving_mean": _other_input(body, mean_mul, mean_position),
+            "moving_mean": mean_ref,
             "moving_variance": variance,
         },
         epsilon=_scalar(body, eps_ref),

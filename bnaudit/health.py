@@ -104,16 +104,20 @@ def _stat_findings(layer: BnLayer) -> list[Finding]:
 
 def graph_findings(scan: GraphScan) -> list[Finding]:
     """Problems of the graph as a whole."""
-    findings = [
-        Finding(
-            "missing-function",
-            Severity.ERROR,
-            f"{node} calls function {function}, which the graph's library does not contain "
-            "(optimize_for_inference drops the library): freeze again and skip that step",
+    findings = []
+    if scan.missing_functions:
+        calls = ", ".join(f"{node} -> {function}" for node, function in scan.missing_functions)
+        findings.append(
+            Finding(
+                "missing-function",
+                Severity.ERROR,
+                f"{len(scan.missing_functions)} call(s) into functions the graph's library "
+                f"does not contain ({calls}); the graph cannot run, and BN inside them cannot "
+                "be checked (optimize_for_inference drops the library): freeze again and skip "
+                "that step",
+            )
         )
-        for node, function in scan.missing_functions
-    ]
-    if not scan.layers:
+    if not scan.layers and not scan.missing_functions:
         findings.append(
             Finding(
                 "no-bn",
