@@ -150,49 +150,33 @@ def _walk(
         if core.node.name not in paired:
             layers.append(_single_layer(graph, tracer, core, top_name or core.output))
     for name, node in body.nodes.items():
-        if node.op in IF_OPS:
-            callees = [
-                graph.functions.get(function_name(node, a)) for a in ("then_branch", "else_branch")
-            ]
-            for attr, callee in zip(("then_branch", "else_branch"), callees, strict=True):
-                if callee is None:
-                    missing.append((name, function_name(node, attr)))
-            if callees[0] is None or callees[1] is None:
-                continue
-            frame = Frame(body, name, 1)
-            pairs = _branch_pairs(callees[0], callees[1], (*stack, frame))
-            if pairs is None:
-                for callee in callees:
-                    if callee.name not in seen:
-                        _walk(
-                            graph,
-                            tracer,
-                            callee,
-                            (*stack, frame),
-                            layers,
-                            missing,
-                            seen,
-                        )
-                continue
+        if node.op not in IF_OPS and node.op not in CALL_OPS:
+            continue
+        attrs = ("then_branch", "else_branch") if node.op in IF_OPS else ("f",)
+        callees = []
+        for attr in attrs:
+            callee = graph.functions.get(function_name(node, attr))
+            if callee is None:
+                missing.append((name, function_name(node, attr)))
+            else:
+                callees.append(callee)
+        if len(callees) != len(attrs):
+            continue
+        frame = Frame(body, name, 1 if node.op in IF_OPS else 0)
+        pairs = (
+            _branch_pairs(callees[0], callees[1], (*stack, frame)) if len(callees) == 2 else None
+        )
+        if pairs:
+            # The same layer in both branches of an If: one conditional layer.
             flag = tracer.flag(body, body.inputs(node)[0], stack)
             for then_core, else_core in pairs:
                 layers.append(
                     _pair_layer(graph, tracer, then_core, else_core, flag, top_name or name)
                 )
-        elif node.op in CALL_OPS:
-            callee = graph.functions.get(function_name(node, "f"))
-            if callee is None:
-                missing.append((name, function_name(node, "f")))
-            elif callee.name not in seen:
-                _walk(
-                    graph,
-                    tracer,
-                    callee,
-                    (*stack, Frame(body, name, 0)),
-                    layers,
-                    missing,
-                    seen,
-                )
+            continue
+        for callee in callees:
+            if callee.name not in seen:
+                _walk(graph, tracer, callee, (*stack, frame), layers, missing, seen)
 
 
 def _branch_pairs(

@@ -173,7 +173,7 @@ def _add_field(
         field.type = _F.TYPE_MESSAGE
         field.type_name = f".{_PACKAGE}.{entry_path}"
     elif type_name in _SCALARS:
-        field.type = _SCALARS[type_name]  # type: ignore[assignment]
+        field.type = _SCALARS[type_name]
     else:
         field.type = _F.TYPE_ENUM if type_name in _ENUMS else _F.TYPE_MESSAGE
         field.type_name = f".{_PACKAGE}.{type_name}"
