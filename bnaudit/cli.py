@@ -15,7 +15,7 @@ from rich.console import Console
 
 from bnaudit import __version__
 from bnaudit.errors import BnauditError, ExitCode
-from bnaudit.report import FAIL_ON
+from bnaudit.report import FAIL_ON, Tolerances
 
 # TensorFlow is imported only where a graph must run; keep its C++ logging off the terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -83,6 +83,81 @@ def list_bn_command(
     with _user_errors(debug):
         _refuse_overwrite(output, [graph])
         report = list_bn(graph, FAIL_ON[fail_on])
+        _emit(report, format_name, output)
+        click.echo(summary_line(report), err=True)
+    sys.exit(ExitCode.PASSED if report.passed else ExitCode.FINDINGS)
+
+
+@main.command("compare")
+@_path_argument("checkpoint")
+@_path_argument("graph")
+@click.option(
+    "--no-run",
+    is_flag=True,
+    help="Static audit only: compare values, never execute a graph.",
+)
+@click.option(
+    "--stat-atol",
+    type=click.FloatRange(min=0),
+    default=Tolerances.stat_atol,
+    show_default=True,
+    help="Absolute tolerance for frozen constants against the checkpoint.",
+)
+@click.option(
+    "--stat-rtol",
+    type=click.FloatRange(min=0),
+    default=Tolerances.stat_rtol,
+    show_default=True,
+    help="Relative tolerance for frozen constants against the checkpoint.",
+)
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    metavar="OLD=NEW",
+    help="Rewrite graph names before pairing them with checkpoint names (repeatable).",
+)
+@_report_options
+def compare_command(
+    checkpoint: Path,
+    graph: Path,
+    no_run: bool,
+    stat_atol: float,
+    stat_rtol: float,
+    maps: tuple[str, ...],
+    format_name: str,
+    output: Path | None,
+    fail_on: str,
+    debug: bool,
+) -> None:
+    """Compare the BN layers of the frozen GRAPH with the CHECKPOINT they came from.
+
+    CHECKPOINT is a Saver prefix, a directory with a `checkpoint` file, a TF2 object
+    checkpoint, a SavedModel directory, a .weights.h5 or a .keras file. Each graph layer is
+    paired with the checkpoint's variables, its frozen constants compared, and the likely
+    cause of every difference named. Exit codes: 0 passed, 1 findings at or above
+    --fail-on, 2 usage error, 3 an input could not be read.
+    """
+    from bnaudit.compare import compare
+    from bnaudit.match import parse_maps
+    from bnaudit.render import summary_line
+
+    try:
+        rules = parse_maps(maps)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--map") from error
+    if not no_run:
+        click.echo(
+            "bnaudit: note: running both graphs is not available yet; doing the static audit "
+            "(--no-run)",
+            err=True,
+        )
+    with _user_errors(debug):
+        _refuse_overwrite(output, [checkpoint, graph])
+        tolerances = Tolerances(stat_atol=stat_atol, stat_rtol=stat_rtol)
+        report = compare(checkpoint, graph, tolerances, rules, FAIL_ON[fail_on])
+        for note in report.notes:
+            click.echo(f"bnaudit: note: {note}", err=True)
         _emit(report, format_name, output)
         click.echo(summary_line(report), err=True)
     sys.exit(ExitCode.PASSED if report.passed else ExitCode.FINDINGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -11,14 +12,28 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from bnaudit.report import Finding, LayerReport, ListReport, list_report_dict
+from bnaudit.report import (
+    CompareReport,
+    Finding,
+    LayerComparison,
+    LayerReport,
+    ListReport,
+    compare_report_dict,
+    list_report_dict,
+    passes,
+)
+
+Report = ListReport | CompareReport
 
 STATUS_STYLE = {"error": "bold red", "warning": "yellow", "ok": "green"}
 ROLES = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
-def render_json(report: ListReport) -> str:
-    return json.dumps(list_report_dict(report), indent=2) + "\n"
+def render_json(report: Report) -> str:
+    data = (
+        list_report_dict(report) if isinstance(report, ListReport) else compare_report_dict(report)
+    )
+    return json.dumps(data, indent=2) + "\n"
 
 
 def _fmt(value: float | None) -> str:
@@ -48,7 +63,7 @@ def _row_style(status: str) -> str | None:
     return {"error": "red", "warning": "yellow"}.get(status)
 
 
-def summary_line(report: ListReport) -> str:
+def summary_line(report: Report) -> str:
     """One line for stderr: how many layers, findings by severity, pass or fail."""
     counts = Counter(f.severity.label for f in report.all_findings)
     parts = [
@@ -116,19 +131,79 @@ def _finding_lines(findings: list[Finding]) -> list[Text]:
     return lines
 
 
-def render_table(report: ListReport) -> RenderableType:
+def render_table(report: Report) -> RenderableType:
     parts: list[RenderableType] = []
-    if report.layers:
+    if isinstance(report, ListReport) and report.layers:
         parts += [build_table(report), build_details_table(report)]
+    elif isinstance(report, CompareReport) and report.layers:
+        parts.append(build_compare_table(report))
     parts.extend(_finding_lines(report.all_findings))
     return Group(*parts)
 
 
-def render_markdown(report: ListReport) -> str:
-    lines = [f"## bnaudit list-bn: `{report.graph}`", ""]
+DIFF_COLUMNS = {"moving_mean": "Δ mean", "moving_variance": "Δ var", "gamma": "Δ γ", "beta": "Δ β"}
+
+
+def _diff_cell(layer: LayerComparison, role: str) -> str:
+    diff = layer.stats.get(role)
+    if diff is None:
+        return ""
+    return "missing" if diff.max_abs_diff is None else _fmt(diff.max_abs_diff)
+
+
+def _match(layer: LayerComparison) -> str:
+    if layer.match_method is None:
+        return "unmatched"
+    if layer.checkpoint_scope in (None, layer.scope):
+        return layer.match_method
+    return f"{layer.match_method}: {layer.checkpoint_scope}"
+
+
+def build_compare_table(report: CompareReport) -> Table:
+    """One row per layer: mode, how it was paired, max |diff| per parameter, status."""
+    table = Table(title=f"{report.graph} against {report.checkpoint}", title_justify="left")
+    widest = max((len(layer.scope) for layer in report.layers), default=5)
+    table.add_column("layer", overflow="fold", min_width=min(widest, 24))
+    for column in ("mode", "matched", *DIFF_COLUMNS.values(), "status"):
+        table.add_column(column, overflow="fold", min_width=_MIN_WIDTH.get(column))
+    for layer in report.layers:
+        fold = layer.stats.get("folded")
+        diffs = [_diff_cell(layer, role) for role in DIFF_COLUMNS]
+        if fold is not None:
+            diffs = [f"fold {_fmt(fold.max_abs_diff)}", "", "", ""]
+        table.add_row(
+            layer.scope,
+            layer.mode,
+            _match(layer),
+            *diffs,
+            Text(layer.status, style=STATUS_STYLE[layer.status]),
+            style=_row_style(layer.status),
+        )
+    return table
+
+
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def render_markdown(report: Report) -> str:
+    """A job summary for CI: verdict, one table row per layer, findings said once each."""
+    if isinstance(report, CompareReport):
+        title = f"## bnaudit compare: `{report.graph}` against `{report.checkpoint}`"
+    else:
+        title = f"## bnaudit list-bn: `{report.graph}`"
+    lines = [title, ""]
     lines.append(f"**{'Passed' if report.passed else 'Failed'}**: {summary_line(report)}")
     lines.append("")
-    if report.layers:
+    if isinstance(report, CompareReport) and report.layers:
+        headers = ["layer", "mode", "matched", *DIFF_COLUMNS.values(), "status"]
+        lines += [_md_row(headers), _md_row(["---"] * len(headers))]
+        for row in report.layers:
+            cells = [f"`{row.scope}`", row.mode, _match(row)]
+            cells += [_diff_cell(row, role) or "-" for role in DIFF_COLUMNS] + [row.status]
+            lines.append(_md_row(cells))
+        lines.append("")
+    if isinstance(report, ListReport) and report.layers:
         lines.append("| # | layer | op | mode | eps | C | mean | variance | status |")
         lines.append("|---|---|---|---|---|---|---|---|---|")
         for index, layer in enumerate(report.layers, 1):
@@ -143,7 +218,7 @@ def render_markdown(report: ListReport) -> str:
                 _range(layer, "moving_variance"),
                 layer.status,
             ]
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+            lines.append(_md_row(cells))
         lines.append("")
     for finding, where in grouped_findings(report.all_findings):
         places = ", ".join(f"`{w}`" for w in where)
@@ -153,9 +228,33 @@ def render_markdown(report: ListReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_junit(report: Report) -> str:
+    """JUnit XML: one test case per BN layer (and one for the graph), failing at --fail-on."""
+    suite = ET.Element("testsuite", name=f"bnaudit {report.command}")
+    cases = [(layer.scope, list(layer.findings)) for layer in report.layers]
+    cases.append(("graph", list(report.findings)))
+    failures = 0
+    for name, findings in cases:
+        case = ET.SubElement(suite, "testcase", classname=report.graph, name=name)
+        if not passes(findings, report.fail_on):
+            failures += 1
+            failure = ET.SubElement(
+                case, "failure", message=", ".join(sorted({f.code for f in findings}))
+            )
+            failure.text = "\n".join(f"{f.severity.label} {f.code}: {f.message}" for f in findings)
+        elif findings:
+            ET.SubElement(case, "system-out").text = "\n".join(
+                f"{f.severity.label} {f.code}: {f.message}" for f in findings
+            )
+    suite.set("tests", str(len(cases)))
+    suite.set("failures", str(failures))
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
 # Name -> renderer; also feeds click.Choice. A renderer returns text or a rich renderable.
 REPORTERS: dict[str, Callable[[Any], RenderableType | str]] = {
     "table": render_table,
     "json": render_json,
     "markdown": render_markdown,
+    "junit": render_junit,
 }

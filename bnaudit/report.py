@@ -26,6 +26,17 @@ FAIL_ON = {"error": Severity.ERROR, "warning": Severity.WARNING, "never": None}
 
 
 @dataclass(frozen=True)
+class Tolerances:
+    """When a frozen value counts as different from the checkpoint's: |a - b| > atol + rtol*|b|."""
+
+    stat_atol: float = 1e-6
+    stat_rtol: float = 1e-6
+    fold_atol: float = 1e-5
+    """Folding recomputes in float32, so its check is looser than a copied constant's."""
+    fold_rtol: float = 1e-4
+
+
+@dataclass(frozen=True)
 class Finding:
     """One problem (or fact worth knowing) about a layer or the whole graph."""
 
@@ -156,4 +167,98 @@ def list_report_dict(report: ListReport) -> dict[str, Any]:
             for layer in report.layers
         ],
         "findings": [finding_dict(f) for f in report.findings],
+    }
+
+
+@dataclass(frozen=True)
+class StatDiff:
+    """How far a frozen constant is from the checkpoint's value."""
+
+    max_abs_diff: float | None
+    """None when one side lacks the parameter."""
+    max_rel_diff: float | None
+
+
+@dataclass(frozen=True)
+class LayerComparison:
+    """One BN layer of the graph (or one folded into a convolution) against the checkpoint."""
+
+    name: str
+    """The layer's output node in the graph."""
+    scope: str
+    op: str
+    """A fused op type, `decomposed`, or `folded`."""
+    mode: str
+    """`inference`, `training`, `conditional` or `folded`."""
+    match_method: str | None
+    """How the checkpoint group was found: map, exact, scope, order, values; None: unmatched."""
+    checkpoint_scope: str | None
+    stats: dict[str, StatDiff]
+    """Role -> difference; roles that neither side has are left out."""
+    findings: tuple[Finding, ...]
+
+    @property
+    def status(self) -> str:
+        return status_of(self.findings)
+
+
+@dataclass(frozen=True)
+class CompareReport:
+    """What `compare` found between one checkpoint and one frozen graph."""
+
+    checkpoint: str
+    graph: str
+    layers: tuple[LayerComparison, ...]
+    """In graph order."""
+    findings: tuple[Finding, ...]
+    """Graph-level findings (checkpoint groups with no layer, ...)."""
+    notes: tuple[str, ...] = ()
+    """What was guessed on the way (which checkpoint prefix was used, ...)."""
+    fail_on: Severity | None = Severity.ERROR
+    first_divergent_layer: str | None = None
+    command: str = field(default="compare", init=False)
+
+    @property
+    def all_findings(self) -> list[Finding]:
+        return [*self.findings, *(f for layer in self.layers for f in layer.findings)]
+
+    @property
+    def passed(self) -> bool:
+        return passes(self.all_findings, self.fail_on)
+
+
+def compare_report_dict(report: CompareReport) -> dict[str, Any]:
+    """The `compare` JSON contract (schema_version 1)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "command": report.command,
+        "passed": report.passed,
+        "checkpoint": report.checkpoint,
+        "graph": report.graph,
+        "layers": [
+            {
+                "name": layer.name,
+                "scope": layer.scope,
+                "op": layer.op,
+                "mode": layer.mode,
+                "match": {
+                    "method": layer.match_method,
+                    "checkpoint_scope": layer.checkpoint_scope,
+                },
+                "stats": {
+                    role: {
+                        "max_abs_diff": _number(diff.max_abs_diff),
+                        "max_rel_diff": _number(diff.max_rel_diff),
+                    }
+                    for role, diff in layer.stats.items()
+                },
+                "activation": None,
+                "status": layer.status,
+                "findings": [finding_dict(f) for f in layer.findings],
+            }
+            for layer in report.layers
+        ],
+        "findings": [finding_dict(f) for f in report.findings],
+        "notes": list(report.notes),
+        "first_divergent_layer": report.first_divergent_layer,
     }

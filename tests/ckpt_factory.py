@@ -24,9 +24,12 @@ def build(out: Path) -> dict[str, Any]:
     if not reference.is_file():
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
         env.pop("TF_USE_LEGACY_KERAS", None)
-        subprocess.run(
-            [sys.executable, __file__, str(out)], check=True, env=env, capture_output=True
+        out.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            [sys.executable, __file__, str(out)], env=env, capture_output=True, text=True
         )
+        if done.returncode:
+            raise RuntimeError(f"building checkpoints failed:\n{done.stderr[-3000:]}")
     with reference.open("rb") as file:
         loaded: dict[str, Any] = pickle.load(file)
     return loaded

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 from click.testing import CliRunner
+from conftest import MODELS
 
 from bnaudit import __version__
 from bnaudit.cli import main
-from conftest import MODELS
 
 GOOD = MODELS / "tf1_fused_cond" / "frozen.pb"
 UNTRAINED = MODELS / "tf1_untrained" / "frozen.pb"

@@ -1,0 +1,138 @@
+"""Pair the BN layers of a frozen graph with the BN variable groups of a checkpoint.
+
+Strategies, strongest first; each pair records the one that made it:
+- `map`: the user's `--map OLD=NEW` rules rewrote the graph names into checkpoint names;
+- `exact`: a parameter Const of the graph is named like a checkpoint variable;
+- `scope`: the scopes agree once framework decorations are removed (`/read`,
+  `ReadVariableOp`, Keras' `functional_N/` prefix and `_1` suffix, `.ATTRIBUTES/...`);
+- `order`: the remaining layers and groups line up one to one, in order, channel for channel;
+- `values`: a remaining layer's statistics equal exactly one remaining group's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bnaudit.detect import BnLayer
+
+_KERAS_FUNCTIONAL = re.compile(r"^(functional|model|sequential)(_\d+)?/")
+_GRAPH_SUFFIX = re.compile(r"_1$")
+_DECORATIONS = re.compile(r"(/read|/ReadVariableOp.*|/\.ATTRIBUTES/.*|/Cast(_\d+)?)$")
+
+
+@dataclass(frozen=True)
+class Group:
+    """A checkpoint's BN variables for one layer, as matching sees them."""
+
+    scope: str
+    """The group's scope or object path."""
+    names: tuple[str, ...]
+    """Every name the group may be known by (scope, layer name, variable keys)."""
+    keys: dict[str, str]
+    """Role -> checkpoint key."""
+    channels: int | None
+    order: int
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A graph layer and its checkpoint group; either side may be missing."""
+
+    layer: BnLayer | None
+    group: Group | None
+    method: str | None
+    """`map`, `exact`, `scope`, `order` or `values`; None when unpaired."""
+
+
+def parse_maps(rules: tuple[str, ...]) -> list[tuple[str, str]]:
+    """`OLD=NEW` strings as (old, new) pairs; raises ValueError on a malformed rule."""
+    pairs = []
+    for rule in rules:
+        old, sep, new = rule.partition("=")
+        if not sep or not old:
+            raise ValueError(f"--map {rule!r} is not OLD=NEW (e.g. --map model/=net/)")
+        pairs.append((old, new))
+    return pairs
+
+
+def normalize(name: str) -> str:
+    """A name with framework decorations removed, for comparing graph and checkpoint names."""
+    name = _DECORATIONS.sub("", name)
+    name = _KERAS_FUNCTIONAL.sub("", name)
+    return "/".join(_GRAPH_SUFFIX.sub("", part) for part in name.split("/"))
+
+
+def _layer_names(layer: BnLayer) -> set[str]:
+    return {layer.scope} | {p.source for p in layer.params.values() if p.kind == "const"}
+
+
+def pair_layers(
+    layers: list[BnLayer],
+    groups: list[Group],
+    maps: list[tuple[str, str]],
+    stats_of: Callable[[Group], NDArray[Any] | None],
+) -> list[Pair]:
+    """Pair every layer and every group once; unpaired ones come back with the other side None."""
+    pairs: list[Pair] = []
+    free_layers = list(layers)
+    free_groups = list(groups)
+
+    def take(method: str, key: Callable[[BnLayer, Group], bool]) -> None:
+        for layer in list(free_layers):
+            matches = [g for g in free_groups if key(layer, g)]
+            if len(matches) == 1:
+                pairs.append(Pair(layer, matches[0], method))
+                free_layers.remove(layer)
+                free_groups.remove(matches[0])
+
+    if maps:
+        take("map", lambda layer, g: bool(_rewrite(_layer_names(layer), maps) & _group_names(g)))
+    take("exact", lambda layer, g: bool(_layer_names(layer) & set(g.keys.values())))
+    take("scope", lambda layer, g: normalize(layer.scope) in {normalize(n) for n in g.names})
+    if free_layers and len(free_layers) == len(free_groups):
+        ordered = sorted(free_groups, key=lambda g: g.order)
+        if all(_channels_agree(lay, g) for lay, g in zip(free_layers, ordered, strict=True)):
+            pairs += [Pair(lay, g, "order") for lay, g in zip(free_layers, ordered, strict=True)]
+            free_layers, free_groups = [], []
+    take("values", lambda layer, g: _same_values(layer, g, stats_of))
+    pairs += [Pair(layer, None, None) for layer in free_layers]
+    pairs += [Pair(None, group, None) for group in free_groups]
+    return pairs
+
+
+def _group_names(group: Group) -> set[str]:
+    return set(group.names) | set(group.keys.values())
+
+
+def _rewrite(names: set[str], maps: list[tuple[str, str]]) -> set[str]:
+    out = set()
+    for name in names:
+        for old, new in maps:
+            if old in name:
+                name = name.replace(old, new, 1)
+        out.add(name)
+    return out | {normalize(n) for n in out}
+
+
+def _channels_agree(layer: BnLayer, group: Group) -> bool:
+    return layer.channels is None or group.channels is None or layer.channels == group.channels
+
+
+def _same_values(
+    layer: BnLayer, group: Group, stats_of: Callable[[Group], NDArray[Any] | None]
+) -> bool:
+    mean = layer.params["moving_mean"].value
+    if mean is None or not _channels_agree(layer, group):
+        return False
+    theirs = stats_of(group)
+    return (
+        theirs is not None
+        and theirs.shape == mean.shape
+        and bool(np.allclose(theirs, mean, equal_nan=True))
+    )
