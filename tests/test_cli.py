@@ -86,7 +86,7 @@ def _modules_after(code: str) -> set[str]:
     return set(done.stdout.strip().splitlines()[-1].split(","))
 
 
-def test_help_and_list_bn_never_import_tensorflow() -> None:
+def test_help_list_bn_and_static_compare_never_import_tensorflow() -> None:
     code = (
         "from click.testing import CliRunner\n"
         "from bnaudit.cli import main\n"
@@ -94,9 +94,11 @@ def test_help_and_list_bn_never_import_tensorflow() -> None:
         "assert r.invoke(main, ['--help']).exit_code == 0\n"
         f"assert r.invoke(main, ['list-bn', {str(GOOD)!r}, '--format', 'json']).exit_code == 0\n"
         f"assert r.invoke(main, ['list-bn', {str(GOOD)!r}]).exit_code == 0\n"
+        f"assert r.invoke(main, ['compare', {str(GOOD.parent / 'ckpt')!r}, {str(GOOD)!r},"
+        " '--no-run']).exit_code == 0\n"
     )
     modules = _modules_after(code)
-    assert "bnaudit.detect" in modules  # the command really ran
+    assert "bnaudit.detect" in modules and "bnaudit.compare" in modules  # the commands ran
     assert "tensorflow" not in modules
 
 

@@ -67,3 +67,35 @@ def _check_layer(layer: LayerReport, wanted: dict) -> None:  # type: ignore[type
     kinds = {role: p.kind for role, p in layer.params.items()}
     assert kinds == wanted["params"], where
     assert sorted(f.code for f in layer.findings) == sorted(wanted.get("findings", [])), where
+
+
+COMPARE_CASES = [
+    (folder, case) for folder in fixture_dirs() for case in expected(folder).get("compare", [])
+]
+
+
+@pytest.mark.parametrize(
+    ("folder", "case"),
+    COMPARE_CASES,
+    ids=[f"{f.name}:{c['checkpoint']}" for f, c in COMPARE_CASES],
+)
+def test_compare_static(folder: Path, case: dict, runner: CliRunner) -> None:  # type: ignore[type-arg]
+    graph = folder / expected(folder)["graph"]
+    args = ["compare", str(folder / case["checkpoint"]), str(graph), "--no-run", "--format", "json"]
+    result = runner.invoke(main, args)
+    assert "Traceback" not in result.stderr
+    assert result.exit_code == case["exit_code"], result.stdout + result.stderr
+    if case["exit_code"] == 3:
+        assert case.get("error_contains", "").lower() in result.stderr.lower()
+        return
+    report = json.loads(result.stdout)
+    assert report["command"] == "compare" and report["schema_version"] == 1
+    codes = {f["code"] for f in report["findings"]}
+    codes |= {f["code"] for layer in report["layers"] for f in layer["findings"]}
+    assert set(case["findings"]) <= codes, codes
+    if case["exit_code"] == 0:
+        severities = {f["severity"] for layer in report["layers"] for f in layer["findings"]}
+        assert "error" not in severities
+    for layer in report["layers"]:
+        assert layer["match"]["method"] is not None, layer["scope"]
+        assert layer["activation"] is None

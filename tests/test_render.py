@@ -90,3 +90,44 @@ def test_same_finding_on_many_layers_is_said_once() -> None:
 def test_passing_with_threshold_never() -> None:
     report = ListReport(graph="g.pb", layers=_report().layers, findings=(), fail_on=None)
     assert json.loads(render_json(report))["passed"] is True
+
+
+def test_junit_has_one_case_per_layer_and_fails_on_errors() -> None:
+    import xml.etree.ElementTree as ET
+
+    from bnaudit.render import render_junit
+
+    suite = ET.fromstring(render_junit(_report()))
+    cases = suite.findall("testcase")
+    assert [c.get("name") for c in cases] == ["model/bn1", "model/bn2", "graph"]
+    assert suite.get("failures") == "2"
+    failure = cases[1].find("failure")
+    assert failure is not None
+    assert failure.get("message") == "conditional-mode, untrained-stats"
+
+
+def test_compare_markdown_and_table_show_divergent_rows() -> None:
+    from bnaudit.report import CompareReport, LayerComparison, StatDiff
+
+    mismatch = Finding("stats-mismatch", Severity.ERROR, "frozen from another checkpoint", "bn1")
+    row = LayerComparison(
+        name="bn1/FusedBatchNormV3",
+        scope="bn1",
+        op="FusedBatchNormV3",
+        mode="inference",
+        match_method="exact",
+        checkpoint_scope="bn1",
+        stats={"moving_mean": StatDiff(0.25, 0.5), "gamma": StatDiff(None, None)},
+        findings=(mismatch,),
+    )
+    report = CompareReport(checkpoint="ckpt", graph="g.pb", layers=(row,), findings=())
+    text = render_markdown(report)
+    assert "| `bn1` | inference | exact | 0.25 | - | missing | - | error |" in text
+    console = Console(file=io.StringIO(), width=100, color_system="truecolor")
+    console.print(render_table(report))
+    output = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "0.25" in output and "\x1b[" in output  # the divergent row is styled
+    assert json.loads(render_json(report))["layers"][0]["stats"]["gamma"] == {
+        "max_abs_diff": None,
+        "max_rel_diff": None,
+    }
