@@ -95,7 +95,8 @@ def _roles(leaves: Iterable[tuple[str, str]]) -> dict[str, str] | None:
     return {role: roles[role] for role in ROLES if role in roles}
 
 
-def _skipped(path: str) -> bool:
+def is_bookkeeping(path: str) -> bool:
+    """True for optimizer slots, step counters and other variables that are not the model's."""
     return path in _SKIP_KEYS or any(_OPTIMIZER_PART.match(part) for part in path.split("/"))
 
 
@@ -118,7 +119,7 @@ def _by_names(
     """Groups from variable path -> key, scopes being the path minus its last component."""
     scopes: dict[str, list[tuple[str, str]]] = {}
     for path, key in paths.items():
-        if _skipped(path):
+        if is_bookkeeping(path):
             continue
         scope, _, leaf = path.rpartition("/")
         scopes.setdefault(scope, []).append((leaf, key))
@@ -165,7 +166,7 @@ def _meta_positions(prefix: Path, keys: set[str]) -> dict[str, int] | None:
 
 
 def _saver_groups(ckpt: BundleCheckpoint) -> list[CheckpointBnGroup]:
-    keys = {k for k in ckpt.bundle.entries if not _skipped(k)}
+    keys = {k for k in ckpt.bundle.entries if not is_bookkeeping(k)}
     return _by_names({k: k for k in ckpt.bundle.entries}, _meta_positions(ckpt.path, keys))
 
 

@@ -9,8 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bnaudit.checkpoint import Checkpoint, open_checkpoint
-from bnaudit.ckpt_groups import CheckpointBnGroup, bn_groups
-from bnaudit.ckpt_groups import _skipped as is_bookkeeping
+from bnaudit.ckpt_groups import CheckpointBnGroup, bn_groups, is_bookkeeping
 from bnaudit.detect import ROLES, STAT_ROLES, BnLayer, find_layers, scope_of
 from bnaudit.errors import BnauditError
 from bnaudit.fold import FoldCandidate, check_fold, find_candidates
