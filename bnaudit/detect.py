@@ -389,7 +389,7 @@ def _layer(
         flag=flag,
         epsilon=core.epsilon,
         channels=_channels(params),
-        data_format=core.data_format,
+        data_format=core.data_format or _implied_format(params),
         params=params,
         position=graph.order.get(output, len(graph.order)),
         core_nodes=(core.node.name,),
@@ -429,6 +429,19 @@ def _param(source: Source | None) -> Param:
     if isinstance(source, Choice):
         return Param("other", f"depends on {source.flag.name}", None)
     return Param("other", f"{source.op} {source.node}", None)
+
+
+def _implied_format(params: dict[str, Param]) -> str | None:
+    """A decomposition's layout, from how its parameters broadcast against the input."""
+    for param in params.values():
+        value = param.value
+        if value is None or value.size <= 1:
+            continue
+        if value.ndim == 1 or value.shape[-1] == value.size:
+            return "channels_last"
+        if value.ndim >= 3 and value.shape[1] == value.size:
+            return "channels_first"
+    return None
 
 
 def _channels(params: dict[str, Param]) -> int | None:
