@@ -4,7 +4,7 @@ Strategies, strongest first; each pair records the one that made it:
 - `map`: the user's `--map OLD=NEW` rules rewrote the graph names into checkpoint names;
 - `exact`: a parameter Const of the graph is named like a checkpoint variable;
 - `scope`: the scopes agree once framework decorations are removed (`/read`,
-  `ReadVariableOp`, Keras' `functional_N/` prefix and `_1` suffix, `.ATTRIBUTES/...`);
+  `ReadVariableOp`, Keras' model-name prefix and `_1` suffix, `.ATTRIBUTES/...`);
 - `order`: the remaining layers and groups line up one to one, in order, channel for channel;
 - `values`: a remaining layer's statistics equal exactly one remaining group's.
 """
@@ -94,7 +94,7 @@ def pair_layers(
     if maps:
         take("map", lambda layer, g: bool(_rewrite(_layer_names(layer), maps) & _group_names(g)))
     take("exact", lambda layer, g: bool(_layer_names(layer) & set(g.keys.values())))
-    take("scope", lambda layer, g: normalize(layer.scope) in {normalize(n) for n in g.names})
+    take("scope", lambda layer, g: bool(_scope_keys(layer.scope) & {normalize(n) for n in g.names}))
     if free_layers and len(free_layers) == len(free_groups):
         ordered = sorted(free_groups, key=lambda g: g.order)
         if all(_channels_agree(lay, g) for lay, g in zip(free_layers, ordered, strict=True)):
@@ -104,6 +104,15 @@ def pair_layers(
     pairs += [Pair(layer, None, None) for layer in free_layers]
     pairs += [Pair(None, group, None) for group in free_groups]
     return pairs
+
+
+def _scope_keys(scope: str) -> set[str]:
+    """A graph scope, normalized, with and without its first part (a Keras model's name,
+    `resnet50_1/`, which checkpoints never carry)."""
+    keys = {normalize(scope)}
+    if "/" in scope:
+        keys.add(normalize(scope.split("/", 1)[1]))
+    return keys
 
 
 def _group_names(group: Group) -> set[str]:

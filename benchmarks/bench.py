@@ -1,0 +1,263 @@
+"""Speed benchmark: `bnaudit list-bn` on a ResNet-50-sized frozen graph, against TensorFlow.
+
+    python benchmarks/bench.py [--workdir DIR] [--repeat 5] [--json FILE]
+
+Each contender runs in a fresh Python process, so imports count as a user sees them:
+- `list-bn`: `python -m bnaudit list-bn GRAPH --format json` (stdout to /dev/null);
+- `tf-parse`: a script that imports TensorFlow and parses GRAPH into `tf.compat.v1.GraphDef`;
+- `bytes-only`: the floor for any tool that must read the graph: a process that imports
+  protobuf and bnaudit's own message classes (`bnaudit.protos`), reads GRAPH and parses it
+  into `bnaudit.protos.GraphDef`, nothing else.
+Targets (issue 2): list-bn at least 10x faster than tf-parse, at most 2x bytes-only. Once
+`bnaudit compare` exists, `compare --no-run` is measured too against a script that imports
+TensorFlow, reads the BN variables with `tf.train.load_checkpoint` and parses the graph
+(issue 3: at least 10x faster). The contenders run interleaved, rotating their order each
+round, after one untimed warm-up run each (which also loads the files into the page cache);
+the median of `--repeat` rounds is compared. Exit code 0 when every target is met, 1 if not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from make_resnet50 import BN_LAYERS, CHECKPOINT_PREFIX, GRAPH_NAME
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+TF_PARSE = """\
+import sys
+import tensorflow as tf
+g = tf.compat.v1.GraphDef()
+g.ParseFromString(open(sys.argv[1], "rb").read())
+"""
+BYTES_ONLY = """\
+import sys
+from bnaudit.protos import GraphDef
+g = GraphDef()
+g.ParseFromString(open(sys.argv[1], "rb").read())
+"""
+TF_COMPARE = """\
+import re, sys
+import tensorflow as tf
+reader = tf.train.load_checkpoint(sys.argv[1])
+bn = re.compile(r"/(gamma|beta|moving_mean|moving_variance)/")
+values = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if bn.search(k)}
+g = tf.compat.v1.GraphDef()
+g.ParseFromString(open(sys.argv[2], "rb").read())
+"""
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One command whose wall time is measured."""
+
+    name: str
+    """Short key used in the table and the JSON."""
+    argv: list[str]
+    """The command line, run in a fresh process."""
+    ok_codes: frozenset[int] = frozenset({0})
+    """Exit codes that count as a successful run."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One timed run of a contender."""
+
+    seconds: float
+    """Wall time from spawning the process to reaping it."""
+    peak_rss_mb: float
+    """The process's peak resident set size."""
+
+
+def run_once(contender: Contender, stdout: Any = subprocess.DEVNULL) -> Run:
+    """Run `contender` once; exit with its stderr when it fails."""
+    with tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        process = subprocess.Popen(contender.argv, stdout=stdout, stderr=stderr, env=ENV)
+        _, status, usage = os.wait4(process.pid, 0)  # rusage of this one child
+        seconds = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode not in contender.ok_codes:
+            stderr.seek(0)
+            tail = stderr.read().decode(errors="replace").strip().splitlines()[-5:]
+            sys.exit(f"{contender.name} exited {process.returncode}:\n" + "\n".join(tail))
+    return Run(seconds, usage.ru_maxrss / 1024)  # ru_maxrss is in KiB on Linux
+
+
+def ensure_inputs(workdir: Path) -> tuple[Path, Path]:
+    """The frozen graph and checkpoint prefix in `workdir`, generated unless already there."""
+    graph, prefix = workdir / GRAPH_NAME, workdir / CHECKPOINT_PREFIX
+    if graph.exists() and prefix.with_suffix(".index").exists():
+        print(f"reusing {graph}", file=sys.stderr)
+        return graph, prefix
+    print(f"generating ResNet-50 graph and checkpoint in {workdir} ...", file=sys.stderr)
+    generator = [sys.executable, str(HERE / "make_resnet50.py"), str(workdir)]
+    subprocess.run(generator, check=True, env=ENV, stdout=sys.stderr)
+    return graph, prefix
+
+
+def check_list_bn(contender: Contender) -> Run:
+    """Run list-bn once (untimed warm-up) and check it found every BN layer, in inference."""
+    with tempfile.TemporaryFile() as out:
+        run = run_once(contender, stdout=out)
+        out.seek(0)
+        layers = json.load(out)["layers"]
+    inference = sum(layer["mode"] == "inference" for layer in layers)
+    print(
+        f"list-bn found {len(layers)} BN layers ({inference} in inference mode); "
+        f"expected {BN_LAYERS}",
+        file=sys.stderr,
+    )
+    if len(layers) != BN_LAYERS or inference != BN_LAYERS:
+        sys.exit("list-bn did not find every BN layer of ResNet-50 in inference mode")
+    return run
+
+
+def compare_available() -> bool:
+    """True once `bnaudit compare` exists (`compare --help` exits 0)."""
+    argv = [sys.executable, "-m", "bnaudit", "compare", "--help"]
+    return subprocess.run(argv, capture_output=True, env=ENV).returncode == 0
+
+
+def measure(contenders: list[Contender], repeat: int) -> dict[str, list[Run]]:
+    """Run every contender `repeat` times, interleaved, rotating the order each round."""
+    runs: dict[str, list[Run]] = {c.name: [] for c in contenders}
+    for round_ in range(repeat):
+        shift = round_ % len(contenders)
+        for contender in contenders[shift:] + contenders[:shift]:
+            runs[contender.name].append(run_once(contender))
+        print(f"round {round_ + 1}/{repeat} done", file=sys.stderr)
+    return runs
+
+
+def summary(runs: list[Run]) -> dict[str, Any]:
+    times = [r.seconds for r in runs]
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "times_s": times,
+        "peak_rss_mb": max(r.peak_rss_mb for r in runs),
+    }
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="where to generate (or reuse) the graph and checkpoint; default: a temp dir",
+    )
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per contender")
+    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    if args.repeat < 1:
+        sys.exit("--repeat must be at least 1")
+    if args.workdir is not None:
+        if args.workdir.resolve().is_relative_to(REPO):
+            sys.exit(f"--workdir {args.workdir} is inside the repository; pick another place")
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        return bench(args.workdir, args)
+    with tempfile.TemporaryDirectory(prefix="bnaudit-bench-") as workdir:
+        return bench(Path(workdir), args)
+
+
+def bench(workdir: Path, args: argparse.Namespace) -> int:
+    graph, prefix = ensure_inputs(workdir)
+    python = sys.executable
+    list_bn = Contender(
+        "list-bn",
+        [python, "-m", "bnaudit", "list-bn", str(graph), "--format", "json"],
+        frozenset({0, 1}),  # findings do not invalidate a timing
+    )
+    contenders = [
+        list_bn,
+        Contender("tf-parse", [python, "-c", TF_PARSE, str(graph)]),
+        Contender("bytes-only", [python, "-c", BYTES_ONLY, str(graph)]),
+    ]
+    has_compare = compare_available()
+    if has_compare:
+        compare = [python, "-m", "bnaudit", "compare", str(prefix), str(graph), "--no-run"]
+        contenders += [
+            Contender("compare", [*compare, "--format", "json"], frozenset({0, 1})),
+            Contender("tf-compare", [python, "-c", TF_COMPARE, str(prefix), str(graph)]),
+        ]
+    check_list_bn(list_bn)
+    for contender in contenders[1:]:
+        run_once(contender)  # warm-up, untimed
+    results = {name: summary(runs) for name, runs in measure(contenders, args.repeat).items()}
+
+    median = {name: result["median_s"] for name, result in results.items()}
+    ratios = {
+        "tf_parse_over_list_bn": median["tf-parse"] / median["list-bn"],
+        "list_bn_over_bytes_only": median["list-bn"] / median["bytes-only"],
+    }
+    verdicts = [
+        (
+            f"list-bn is {ratios['tf_parse_over_list_bn']:.1f}x faster than TF parse "
+            "(target >= 10x)",
+            ratios["tf_parse_over_list_bn"] >= 10,
+        ),
+        (
+            f"list-bn / bytes-only = {ratios['list_bn_over_bytes_only']:.1f}x (target <= 2x)",
+            ratios["list_bn_over_bytes_only"] <= 2,
+        ),
+    ]
+    if has_compare:
+        ratios["tf_compare_over_compare"] = median["tf-compare"] / median["compare"]
+        verdicts.append(
+            (
+                f"compare --no-run is {ratios['tf_compare_over_compare']:.1f}x faster than "
+                "TF checkpoint load + parse (target >= 10x)",
+                ratios["tf_compare_over_compare"] >= 10,
+            )
+        )
+
+    size_mb = graph.stat().st_size / 1e6
+    print(f"graph: {graph.name}, {size_mb:.1f} MB; {args.repeat} runs each, fresh processes")
+    print(f"{'contender':<12} {'median s':>9} {'min s':>7} {'peak RSS MB':>12}")
+    for name, result in results.items():
+        print(
+            f"{name:<12} {result['median_s']:>9.3f} {result['min_s']:>7.3f} "
+            f"{result['peak_rss_mb']:>12.0f}"
+        )
+    if not has_compare:
+        print("compare: not available yet")
+    for text, met in verdicts:
+        print(f"{text}: {'ok' if met else 'MISSED'}")
+    fastest = {name: result["min_s"] for name, result in results.items()}
+    print(
+        "(the same ratios from each contender's fastest run: "
+        f"{fastest['tf-parse'] / fastest['list-bn']:.1f}x, "
+        f"{fastest['list-bn'] / fastest['bytes-only']:.1f}x)"
+    )
+    passed = all(met for _, met in verdicts)
+    if args.json is not None:
+        numbers = {
+            "graph_mb": size_mb,
+            "repeat": args.repeat,
+            "contenders": results,
+            "ratios": ratios,
+            "passed": passed,
+        }
+        args.json.write_text(json.dumps(numbers, indent=2) + "\n", encoding="utf-8")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

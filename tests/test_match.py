@@ -1,0 +1,82 @@
+"""Pairing graph layers with checkpoint groups: each strategy, and what stays unpaired."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bnaudit.detect import BnLayer, Param
+from bnaudit.match import Group, normalize, pair_layers, parse_maps
+
+
+def _layer(scope: str, channels: int, mean: float = 0.5, source: str | None = None) -> BnLayer:
+    value = np.full(channels, mean, np.float32)
+    params = {
+        role: Param("const", source or f"{scope}/Const_{role}", value)
+        for role in ("gamma", "beta", "moving_mean", "moving_variance")
+    }
+    return BnLayer(
+        name=f"{scope}/batchnorm/add_1", scope=scope, op="decomposed", mode="inference",
+        flag=None, epsilon=1e-3, channels=channels, data_format="channels_last",
+        params=params, position=0, core_nodes=(),
+    )  # fmt: skip
+
+
+def _group(scope: str, channels: int, order: int, names: tuple[str, ...] = ()) -> Group:
+    keys = {"moving_mean": f"{scope}/moving_mean"}
+    return Group(scope=scope, names=(scope, *names), keys=keys, channels=channels, order=order)
+
+
+def _methods(pairs) -> dict[str, tuple[str | None, str | None]]:  # type: ignore[no-untyped-def]
+    return {
+        (p.layer.scope if p.layer else "-"): (p.group.scope if p.group else None, p.method)
+        for p in pairs
+    }
+
+
+def test_normalize_strips_framework_decorations() -> None:
+    assert normalize("functional_1/bn1_1") == "bn1"
+    assert normalize("model/bn1/moving_mean/read") == "bn1/moving_mean"
+    assert (
+        normalize("model/_operations/2/gamma/.ATTRIBUTES/VARIABLE_VALUE") == "_operations/2/gamma"
+    )
+
+
+def test_scope_pairs_a_named_keras_model() -> None:
+    pairs = pair_layers(
+        [_layer("resnet50_1/conv1_bn_1", 4)], [_group("conv1_bn", 4, 0)], [], lambda g: None
+    )
+    assert _methods(pairs) == {"resnet50_1/conv1_bn_1": ("conv1_bn", "scope")}
+
+
+def test_order_then_values_then_unpaired() -> None:
+    layers = [_layer("a/x", 4), _layer("a/y", 8)]
+    groups = [_group("model/_operations/5", 8, 1), _group("model/_operations/2", 4, 0)]
+    pairs = pair_layers(layers, groups, [], lambda g: None)
+    assert _methods(pairs) == {
+        "a/x": ("model/_operations/2", "order"),
+        "a/y": ("model/_operations/5", "order"),
+    }
+    # Channels disagree with the order: fall back to values, leave the rest unpaired.
+    layers = [_layer("a/x", 8, mean=0.25), _layer("a/y", 4)]
+    stats = {"g1": np.full(8, 0.25, np.float32), "g2": np.zeros(6, np.float32)}
+    groups = [_group("g1", 8, 0), _group("g2", 6, 1)]
+    pairs = pair_layers(layers, groups, [], lambda g: stats[g.scope])
+    assert _methods(pairs) == {"a/x": ("g1", "values"), "a/y": (None, None), "-": ("g2", None)}
+
+
+def test_exact_and_map() -> None:
+    layer = _layer("net/bn", 4, source="net/bn/moving_mean")
+    assert _methods(pair_layers([layer], [_group("net/bn", 4, 0)], [], lambda g: None)) == {
+        "net/bn": ("net/bn", "exact")
+    }
+    renamed = _group("tower/bn", 4, 0)
+    maps = parse_maps(("net/=tower/",))
+    assert _methods(pair_layers([layer, _layer("z", 9)], [renamed], maps, lambda g: None))[
+        "net/bn"
+    ] == ("tower/bn", "map")
+
+
+def test_parse_maps_rejects_malformed_rules() -> None:
+    with pytest.raises(ValueError, match="OLD=NEW"):
+        parse_maps(("nothing",))
