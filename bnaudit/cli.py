@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from bnaudit import __version__
 from bnaudit.errors import BnauditError, ExitCode
@@ -19,6 +18,8 @@ from bnaudit.report import FAIL_ON, Tolerances
 
 # TensorFlow is imported only where a graph must run; keep its C++ logging off the terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# bnaudit does no heavy linear algebra: one BLAS thread saves a pool start-up on every run.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 _FILE_WIDTH = 140
 
@@ -178,6 +179,8 @@ def _emit(report: Any, format_name: str, output: Path | None) -> None:
     from bnaudit.render import REPORTERS
 
     rendered = REPORTERS[format_name](report)
+    if not isinstance(rendered, str):
+        from rich.console import Console
     if output is None:
         if isinstance(rendered, str):
             click.echo(rendered, nl=False)

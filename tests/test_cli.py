@@ -111,3 +111,15 @@ def test_python_dash_m(tmp_path: Path) -> None:
     )
     assert done.returncode == 0
     assert json.loads(done.stdout)["command"] == "list-bn"
+
+
+def test_text_formats_do_not_load_rich() -> None:
+    code = (
+        "from click.testing import CliRunner\n"
+        "from bnaudit.cli import main\n"
+        f"args = ['list-bn', {str(GOOD)!r}, '--format', 'json']\n"
+        "assert CliRunner().invoke(main, args).exit_code == 0\n"
+    )
+    modules = _modules_after(code)
+    assert "bnaudit.listing" in modules
+    assert "rich.table" not in modules

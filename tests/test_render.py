@@ -8,8 +8,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bnaudit.render import render_json, render_markdown, render_table
+from bnaudit.render import render_json, render_markdown
 from bnaudit.report import Finding, FlagInfo, LayerReport, ListReport, ParamSummary, Severity
+from bnaudit.table import render_table
 
 GOLDEN = Path(__file__).parent / "golden"
 

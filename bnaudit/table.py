@@ -1,0 +1,108 @@
+"""The terminal table: rich renderables built from a report, and nothing else."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from bnaudit.render import (
+    DIFF_COLUMNS,
+    ROLES,
+    Report,
+    diff_cell,
+    fmt,
+    grouped_findings,
+    match_label,
+    mode_label,
+    stat_range,
+)
+from bnaudit.report import CompareReport, Finding, ListReport
+
+STATUS_STYLE = {"error": "bold red", "warning": "yellow", "ok": "green"}
+_MIN_WIDTH = {"mode": 11, "status": 7}
+
+
+def _row_style(status: str) -> str | None:
+    return {"error": "red", "warning": "yellow"}.get(status)
+
+
+def build_table(report: ListReport) -> Table:
+    """One row per layer: form, mode, statistics ranges, status."""
+    table = Table(title=f"BN layers in {report.graph}", title_justify="left")
+    widest = max((len(layer.scope) for layer in report.layers), default=5)
+    table.add_column("layer", overflow="fold", min_width=min(widest, 24))
+    for column in ("op", "mode", "moving mean", "moving var", "status"):
+        table.add_column(column, overflow="fold", min_width=_MIN_WIDTH.get(column))
+    for layer in report.layers:
+        table.add_row(
+            layer.scope,
+            layer.op,
+            mode_label(layer),
+            stat_range(layer, "moving_mean"),
+            stat_range(layer, "moving_variance"),
+            Text(layer.status, style=STATUS_STYLE[layer.status]),
+            style=_row_style(layer.status),
+        )
+    return table
+
+
+def build_details_table(report: ListReport) -> Table:
+    """Epsilon, channels, format, and where each parameter comes from."""
+    table = Table(title="Layer details and parameter sources", title_justify="left")
+    for column in ("layer", "eps", "C", "format", *ROLES):
+        table.add_column(column, overflow="fold")
+    for layer in report.layers:
+        table.add_row(
+            layer.scope,
+            fmt(layer.epsilon),
+            "-" if layer.channels is None else str(layer.channels),
+            layer.data_format or "-",
+            *(layer.params[role].source for role in ROLES),
+        )
+    return table
+
+
+def _finding_lines(findings: list[Finding]) -> list[Text]:
+    lines = []
+    for finding, where in grouped_findings(findings):
+        label = finding.severity.label
+        line = Text(f"{label:<8}", style=STATUS_STYLE.get(label, "cyan"))
+        line.append(f"{finding.code}", style="bold")
+        places = ", ".join(where) if len(where) <= 3 else f"{len(where)} layers"
+        line.append(f" ({places}): {finding.message}")
+        lines.append(line)
+    return lines
+
+
+def render_table(report: Report) -> RenderableType:
+    parts: list[RenderableType] = []
+    if isinstance(report, ListReport) and report.layers:
+        parts += [build_table(report), build_details_table(report)]
+    elif isinstance(report, CompareReport) and report.layers:
+        parts.append(build_compare_table(report))
+    parts.extend(_finding_lines(report.all_findings))
+    return Group(*parts)
+
+
+def build_compare_table(report: CompareReport) -> Table:
+    """One row per layer: mode, how it was paired, max |diff| per parameter, status."""
+    table = Table(title=f"{report.graph} against {report.checkpoint}", title_justify="left")
+    widest = max((len(layer.scope) for layer in report.layers), default=5)
+    table.add_column("layer", overflow="fold", min_width=min(widest, 24))
+    for column in ("mode", "matched", *DIFF_COLUMNS.values(), "status"):
+        table.add_column(column, overflow="fold", min_width=_MIN_WIDTH.get(column))
+    for layer in report.layers:
+        fold = layer.stats.get("folded")
+        diffs = [diff_cell(layer, role) for role in DIFF_COLUMNS]
+        if fold is not None:
+            diffs = [f"fold {fmt(fold.max_abs_diff)}", "", "", ""]
+        table.add_row(
+            layer.scope,
+            layer.mode,
+            match_label(layer),
+            *diffs,
+            Text(layer.status, style=STATUS_STYLE[layer.status]),
+            style=_row_style(layer.status),
+        )
+    return table
