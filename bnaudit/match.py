@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,7 @@ def parse_maps(rules: tuple[str, ...]) -> list[tuple[str, str]]:
     return pairs
 
 
+@cache
 def normalize(name: str) -> str:
     """A name with framework decorations removed, for comparing graph and checkpoint names."""
     name = _DECORATIONS.sub("", name)
