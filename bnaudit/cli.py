@@ -60,6 +60,82 @@ def _report_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
+def _run_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of the run that `compare` does unless --no-run."""
+    options = [
+        click.option(
+            "--atol",
+            type=click.FloatRange(min=0),
+            default=1e-5,
+            show_default=True,
+            help="Activations diverge when max abs diff exceeds this AND --rtol is exceeded.",
+        ),
+        click.option(
+            "--rtol",
+            type=click.FloatRange(min=0),
+            default=1e-5,
+            show_default=True,
+            help="Relative tolerance for activations.",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True, help="Random input seed."),
+        click.option(
+            "--batch",
+            type=click.IntRange(min=1),
+            default=2,
+            show_default=True,
+            help="Unknown first dimension of random inputs (2+ shows training-mode BN).",
+        ),
+        click.option(
+            "--shape",
+            "shapes",
+            multiple=True,
+            metavar="NAME=D0,D1,...",
+            help="Shape of an input's random data, e.g. input=1,224,224,3 (repeatable).",
+        ),
+        click.option(
+            "--input",
+            "input_files",
+            multiple=True,
+            metavar="NAME=FILE.npy",
+            help="Feed an input from a .npy file (repeatable).",
+        ),
+        click.option(
+            "--inputs",
+            "inputs_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Feed inputs from an .npz file (keys: placeholder names).",
+        ),
+        click.option(
+            "--save-inputs",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Write the fed inputs to this .npz file (replay with --inputs).",
+        ),
+        click.option(
+            "--feed",
+            "feeds",
+            multiple=True,
+            metavar="NAME=VALUE",
+            help="Feed a scalar to the frozen graph, e.g. a flag: is_training=true (repeatable).",
+        ),
+        click.option(
+            "--reference",
+            type=click.Choice(["auto", "patched", "meta", "keras"]),
+            default="auto",
+            show_default=True,
+            help="The checkpoint's side of the run (auto: patched).",
+        ),
+        click.option(
+            "--allow-unsafe-ops",
+            is_flag=True,
+            help="Run graphs holding ops that touch files, processes or the network.",
+        ),
+        click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bnaudit")
 def main() -> None:
@@ -118,6 +194,7 @@ def list_bn_command(
     metavar="OLD=NEW",
     help="Rewrite graph names before pairing them with checkpoint names (repeatable).",
 )
+@_run_options
 @_report_options
 def compare_command(
     checkpoint: Path,
@@ -130,16 +207,20 @@ def compare_command(
     output: Path | None,
     fail_on: str,
     debug: bool,
+    **run: Any,
 ) -> None:
     """Compare the BN layers of the frozen GRAPH with the CHECKPOINT they came from.
 
     CHECKPOINT is a Saver prefix, a directory with a `checkpoint` file, a TF2 object
     checkpoint, a SavedModel directory, a .weights.h5 or a .keras file. Each graph layer is
     paired with the checkpoint's variables, its frozen constants compared, and the likely
-    cause of every difference named. Exit codes: 0 passed, 1 findings at or above
-    --fail-on, 2 usage error, 3 an input could not be read.
+    cause of every difference named. Then, unless --no-run, the same inputs go through
+    the frozen graph and through the checkpoint's reference (the frozen graph with the
+    checkpoint's BN values, in inference mode), and each BN layer's output is compared; the
+    first divergent layer is named. Exit codes: 0 passed, 1 findings at or above --fail-on,
+    2 usage error, 3 an input could not be read or run.
     """
-    from bnaudit.compare import compare
+    from bnaudit.compare import audit
     from bnaudit.match import parse_maps
     from bnaudit.render import summary_line
 
@@ -147,21 +228,53 @@ def compare_command(
         rules = parse_maps(maps)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--map") from error
-    if not no_run:
-        click.echo(
-            "bnaudit: note: running both graphs is not available yet; doing the static audit "
-            "(--no-run)",
-            err=True,
-        )
     with _user_errors(debug):
+        run_options = None if no_run else _parse_run_options(run)
         _refuse_overwrite(output, [checkpoint, graph])
+        _refuse_overwrite(run["save_inputs"], [checkpoint, graph])
         tolerances = Tolerances(stat_atol=stat_atol, stat_rtol=stat_rtol)
-        report = compare(checkpoint, graph, tolerances, rules, FAIL_ON[fail_on])
+        static = audit(checkpoint, graph, tolerances, rules, FAIL_ON[fail_on])
+        report = static.report
+        if run_options is not None:
+            from bnaudit.activation import run_compare
+
+            def progress(text: str) -> None:
+                if not run["quiet"]:
+                    click.echo(f"bnaudit: {text}", err=True)
+
+            def warn(text: str) -> None:
+                click.echo(f"bnaudit: warning: {text}", err=True)
+
+            report = run_compare(static, run_options, progress, warn)
         for note in report.notes:
             click.echo(f"bnaudit: note: {note}", err=True)
         _emit(report, format_name, output)
         click.echo(summary_line(report), err=True)
     sys.exit(ExitCode.PASSED if report.passed else ExitCode.FINDINGS)
+
+
+def _parse_run_options(run: dict[str, Any]) -> Any:
+    """The run's options as a RunOptions, or a click usage error."""
+    from bnaudit.activation import RunOptions
+    from bnaudit.inputs import InputOptions, load_arrays, parse_assignment, parse_shape
+
+    try:
+        shapes = dict(parse_shape(text) for text in run["shapes"])
+        singles = [parse_assignment(text, "--input") for text in run["input_files"]]
+        feeds = dict(parse_assignment(text, "--feed") for text in run["feeds"])
+    except ValueError as error:
+        raise click.UsageError(str(error)) from error
+    arrays = load_arrays([(n, Path(p)) for n, p in singles], run["inputs_file"])
+    return RunOptions(
+        atol=run["atol"],
+        rtol=run["rtol"],
+        inputs=InputOptions(
+            batch=run["batch"], seed=run["seed"], shapes=shapes, arrays=arrays, feeds=feeds
+        ),
+        reference=run["reference"],
+        allow_unsafe_ops=run["allow_unsafe_ops"],
+        save_inputs=run["save_inputs"],
+    )
 
 
 def _refuse_overwrite(output: Path | None, inputs: list[Path]) -> None:

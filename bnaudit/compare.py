@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from bnaudit.ckpt_groups import CheckpointBnGroup, bn_groups, is_bookkeeping
 from bnaudit.detect import ROLES, STAT_ROLES, BnLayer, find_layers, scope_of
 from bnaudit.errors import BnauditError
 from bnaudit.fold import FoldCandidate, check_fold, find_candidates
-from bnaudit.graph import load_graph
+from bnaudit.graph import Graph, load_graph
 from bnaudit.health import layer_findings
 from bnaudit.match import Group, normalize, pair_layers
 from bnaudit.report import (
@@ -31,6 +32,27 @@ SAVER_FIX = (
 )
 
 
+@dataclass(frozen=True)
+class PairedLayer:
+    """A graph layer and the checkpoint's values for it."""
+
+    layer: BnLayer
+    values: dict[str, NDArray[Any] | None]
+    """Role -> the checkpoint's value; None when the checkpoint lacks that role."""
+
+
+@dataclass(frozen=True)
+class StaticAudit:
+    """The static report and what a run needs to rebuild the checkpoint's side."""
+
+    report: CompareReport
+    graph: Graph
+    layers: tuple[BnLayer, ...]
+    """Every BN layer detection found, in graph order."""
+    paired: tuple[PairedLayer, ...]
+    """Every graph layer paired with a checkpoint group, in graph order."""
+
+
 def compare(
     checkpoint: Path,
     graph_path: Path,
@@ -39,6 +61,17 @@ def compare(
     fail_on: Severity | None = Severity.ERROR,
 ) -> CompareReport:
     """Pair the graph's BN layers with the checkpoint's and compare their values."""
+    return audit(checkpoint, graph_path, tolerances, maps, fail_on).report
+
+
+def audit(
+    checkpoint: Path,
+    graph_path: Path,
+    tolerances: Tolerances | None = None,
+    maps: list[tuple[str, str]] | None = None,
+    fail_on: Severity | None = Severity.ERROR,
+) -> StaticAudit:
+    """`compare`, keeping the graph and the checkpoint's BN values of every paired layer."""
     tolerances = tolerances or Tolerances()
     graph = load_graph(graph_path)
     scan = find_layers(graph)
@@ -51,6 +84,11 @@ def compare(
             _compare_layer(pair.layer, pair.group, pair.method, ckpt, tolerances)
             for pair in pairs
             if pair.layer is not None
+        ]
+        paired = [
+            PairedLayer(pair.layer, {role: _read(ckpt, pair.group, role) for role in ROLES})
+            for pair in pairs
+            if pair.layer is not None and pair.group is not None
         ]
         leftover = [pair.group for pair in pairs if pair.layer is None and pair.group is not None]
         folded, unexplained = _folded_rows(graph, leftover, ckpt, tolerances)
@@ -73,7 +111,7 @@ def compare(
         for group in unexplained
     ]
     rows = sorted([*rows, *folded], key=lambda row: row[0])
-    return CompareReport(
+    report = CompareReport(
         checkpoint=str(checkpoint) if str(checkpoint) == resolved else f"{checkpoint} ({resolved})",
         graph=str(graph_path),
         layers=tuple(row for _, row in rows),
@@ -81,6 +119,8 @@ def compare(
         notes=notes,
         fail_on=fail_on,
     )
+    paired.sort(key=lambda p: p.layer.position)
+    return StaticAudit(report, graph, tuple(scan.layers), tuple(paired))
 
 
 def _groups(ckpt: Checkpoint) -> list[Group]:

@@ -153,6 +153,19 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool]]] = {
 }  # fmt: skip
 
 
+# Fields that TensorFlow declares inside a `oneof`: such a field keeps its presence, so a value
+# set to its default (an attr `b: false`) is written back, not dropped. Without it an
+# `is_training: false` read and re-serialized here would reach TensorFlow as an attr with no
+# value, which it replaces with the op's default (True).
+_ONEOFS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "AttrValue": (
+        "value",
+        ("s", "i", "f", "b", "type", "shape", "tensor", "list", "func", "placeholder"),
+    ),
+    "TensorSliceProto.Extent": ("has_length_hack", ("length",)),
+}
+
+
 def _add_field(
     msg: descriptor_pb2.DescriptorProto,
     path: str,
@@ -198,6 +211,13 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
     for full_name, fields in _MESSAGES.items():
         for field_spec in fields:
             _add_field(declared[full_name], full_name, field_spec)
+    for full_name, (oneof, members) in _ONEOFS.items():
+        message = declared[full_name]
+        index = len(message.oneof_decl)
+        message.oneof_decl.add(name=oneof)
+        for field in message.field:
+            if field.name in members:
+                field.oneof_index = index
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return pool

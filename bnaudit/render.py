@@ -61,6 +61,21 @@ def diff_cell(layer: LayerComparison, role: str) -> str:
     return "missing" if diff.max_abs_diff is None else fmt(diff.max_abs_diff)
 
 
+def stats_cell(layer: LayerComparison) -> str:
+    """The largest frozen-vs-checkpoint difference of a layer, with the parameter it is in."""
+    fold = layer.stats.get("folded")
+    if fold is not None:
+        return f"fold {fmt(fold.max_abs_diff)}"
+    missing = [DIFF_COLUMNS[r][2:] for r in DIFF_COLUMNS if diff_cell(layer, r) == "missing"]
+    if missing:
+        return "missing " + ", ".join(missing)
+    diffs = {r: d.max_abs_diff for r, d in layer.stats.items() if d.max_abs_diff is not None}
+    if not diffs:
+        return "-"
+    role = max(diffs, key=lambda r: diffs[r])
+    return "0" if diffs[role] == 0 else f"{DIFF_COLUMNS[role][2:]} {fmt(diffs[role])}"
+
+
 def match_label(layer: LayerComparison) -> str:
     if layer.match_method is None:
         return "unmatched"
@@ -77,7 +92,52 @@ def summary_line(report: Report) -> str:
     ]
     verdict = "passed" if report.passed else "failed"
     found = f"{len(report.layers)} BN layer{'s' if len(report.layers) != 1 else ''}"
+    if isinstance(report, CompareReport) and report.first_divergent_layer is not None:
+        parts.append(f"first divergent layer {report.first_divergent_layer}")
     return f"{found}, {', '.join(parts) or 'no problems'}: {verdict}"
+
+
+def first_divergence(report: CompareReport) -> str | None:
+    """The first divergent layer and what the static audit says about it, in one line."""
+    name = report.first_divergent_layer
+    if name is None:
+        return None
+    row = next((r for r in report.layers if r.scope == name), None)
+    codes = sorted(
+        {f.code for f in row.findings if f.code != "activation-divergence"} if row else []
+    )
+    said = ", ".join(codes) if codes else "nothing (its constants match the checkpoint)"
+    return f"first divergent layer: {name}; the static audit says: {said}"
+
+
+ACTIVATION_COLUMNS = ("act |Δ|", "cos")
+
+
+def ran_activations(report: CompareReport) -> bool:
+    """True when the report holds a run's activation differences."""
+    return any(layer.activation is not None for layer in report.layers)
+
+
+def divergent(layer: LayerComparison) -> bool:
+    return layer.activation is not None and layer.activation.divergent
+
+
+def activation_cells(layer: LayerComparison) -> list[str]:
+    diff = layer.activation
+    if diff is None:
+        return ["", ""]
+    return [fmt(diff.max_abs_diff), f"{diff.cosine:.4f}"]
+
+
+def outputs_line(report: CompareReport) -> str | None:
+    if not report.outputs:
+        return None
+    parts = [
+        f"{o.name} max |Δ| {fmt(o.activation.max_abs_diff)}"
+        + (" (diverges)" if o.activation.divergent else "")
+        for o in report.outputs
+    ]
+    return f"final outputs against the {report.reference} reference: {', '.join(parts)}"
 
 
 def grouped_findings(findings: list[Finding]) -> list[tuple[Finding, list[str]]]:
@@ -103,13 +163,23 @@ def render_markdown(report: Report) -> str:
     lines.append(f"**{'Passed' if report.passed else 'Failed'}**: {summary_line(report)}")
     lines.append("")
     if isinstance(report, CompareReport) and report.layers:
-        headers = ["layer", "mode", "matched", *DIFF_COLUMNS.values(), "status"]
+        ran = ran_activations(report)
+        headers = ["layer", "mode", "matched", *DIFF_COLUMNS.values()]
+        headers += [*ACTIVATION_COLUMNS, "status"] if ran else ["status"]
         lines += [_md_row(headers), _md_row(["---"] * len(headers))]
         for row in report.layers:
             cells = [f"`{row.scope}`", row.mode, match_label(row)]
-            cells += [diff_cell(row, role) or "-" for role in DIFF_COLUMNS] + [row.status]
+            cells += [diff_cell(row, role) or "-" for role in DIFF_COLUMNS]
+            if ran:
+                cells += [c or "-" for c in activation_cells(row)]
+            cells.append(row.status)
+            if divergent(row):
+                cells = [f"**{c}**" for c in cells]
             lines.append(_md_row(cells))
         lines.append("")
+        for line in (first_divergence(report), outputs_line(report)):
+            if line is not None:
+                lines += [line, ""]
     if isinstance(report, ListReport) and report.layers:
         lines.append("| # | layer | op | mode | eps | C | mean | variance | status |")
         lines.append("|---|---|---|---|---|---|---|---|---|")

@@ -180,6 +180,28 @@ class StatDiff:
 
 
 @dataclass(frozen=True)
+class ActivationDiff:
+    """How far a tensor of the frozen graph is from the reference's, over the same inputs."""
+
+    max_abs_diff: float
+    max_rel_diff: float
+    """Relative to the reference's magnitude."""
+    mean_abs_diff: float
+    cosine: float
+    """Cosine similarity of the two tensors flattened (1.0 when both are all zeros)."""
+    divergent: bool
+    """Both max_abs_diff > --atol and max_rel_diff > --rtol."""
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    """One final output of the graph (a node nobody consumes) in both runs."""
+
+    name: str
+    activation: ActivationDiff
+
+
+@dataclass(frozen=True)
 class LayerComparison:
     """One BN layer of the graph (or one folded into a convolution) against the checkpoint."""
 
@@ -196,6 +218,8 @@ class LayerComparison:
     stats: dict[str, StatDiff]
     """Role -> difference; roles that neither side has are left out."""
     findings: tuple[Finding, ...]
+    activation: ActivationDiff | None = None
+    """The layer's output against the reference's; None without a run (or for folded BN)."""
 
     @property
     def status(self) -> str:
@@ -216,6 +240,11 @@ class CompareReport:
     """What was guessed on the way (which checkpoint prefix was used, ...)."""
     fail_on: Severity | None = Severity.ERROR
     first_divergent_layer: str | None = None
+    """The scope of the first layer, in graph order, whose activations diverge."""
+    reference: str | None = None
+    """The kind of graph the run compared against (`patched`); None without a run."""
+    outputs: tuple[OutputComparison, ...] = ()
+    """The graph's final outputs in both runs."""
     command: str = field(default="compare", init=False)
 
     @property
@@ -252,7 +281,7 @@ def compare_report_dict(report: CompareReport) -> dict[str, Any]:
                     }
                     for role, diff in layer.stats.items()
                 },
-                "activation": None,
+                "activation": activation_dict(layer.activation),
                 "status": layer.status,
                 "findings": [finding_dict(f) for f in layer.findings],
             }
@@ -261,4 +290,20 @@ def compare_report_dict(report: CompareReport) -> dict[str, Any]:
         "findings": [finding_dict(f) for f in report.findings],
         "notes": list(report.notes),
         "first_divergent_layer": report.first_divergent_layer,
+        "reference": report.reference,
+        "outputs": [
+            {"name": o.name, "activation": activation_dict(o.activation)} for o in report.outputs
+        ],
+    }
+
+
+def activation_dict(diff: ActivationDiff | None) -> dict[str, Any] | None:
+    """The JSON form of an activation difference (non-finite numbers become null)."""
+    if diff is None:
+        return None
+    return {
+        "max_abs_diff": _number(diff.max_abs_diff),
+        "max_rel_diff": _number(diff.max_rel_diff),
+        "mean_abs_diff": _number(diff.mean_abs_diff),
+        "cosine": _number(diff.cosine),
     }

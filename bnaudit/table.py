@@ -7,15 +7,20 @@ from rich.table import Table
 from rich.text import Text
 
 from bnaudit.render import (
-    DIFF_COLUMNS,
+    ACTIVATION_COLUMNS,
     ROLES,
     Report,
-    diff_cell,
+    activation_cells,
+    divergent,
+    first_divergence,
     fmt,
     grouped_findings,
     match_label,
     mode_label,
+    outputs_line,
+    ran_activations,
     stat_range,
+    stats_cell,
 )
 from bnaudit.report import CompareReport, Finding, ListReport
 
@@ -82,27 +87,36 @@ def render_table(report: Report) -> RenderableType:
     elif isinstance(report, CompareReport) and report.layers:
         parts.append(build_compare_table(report))
     parts.extend(_finding_lines(report.all_findings))
+    if isinstance(report, CompareReport):
+        first = first_divergence(report)
+        if first is not None:
+            parts.append(Text(first, style="bold red"))
+        outputs = outputs_line(report)
+        if outputs is not None:
+            parts.append(Text(outputs))
     return Group(*parts)
 
 
 def build_compare_table(report: CompareReport) -> Table:
-    """One row per layer: mode, how it was paired, max |diff| per parameter, status."""
+    """One row per layer: mode, pairing, largest parameter difference, activations, status.
+
+    Layers whose activations diverge are drawn in bold red.
+    """
     table = Table(title=f"{report.graph} against {report.checkpoint}", title_justify="left")
     widest = max((len(layer.scope) for layer in report.layers), default=5)
     table.add_column("layer", overflow="fold", min_width=min(widest, 24))
-    for column in ("mode", "matched", *DIFF_COLUMNS.values(), "status"):
+    ran = ran_activations(report)
+    columns = ("mode", "matched", "max Δ stat", *(ACTIVATION_COLUMNS if ran else ()))
+    for column in (*columns, "status"):
         table.add_column(column, overflow="fold", min_width=_MIN_WIDTH.get(column))
     for layer in report.layers:
-        fold = layer.stats.get("folded")
-        diffs = [diff_cell(layer, role) for role in DIFF_COLUMNS]
-        if fold is not None:
-            diffs = [f"fold {fmt(fold.max_abs_diff)}", "", "", ""]
         table.add_row(
             layer.scope,
             layer.mode,
             match_label(layer),
-            *diffs,
+            stats_cell(layer),
+            *(activation_cells(layer) if ran else ()),
             Text(layer.status, style=STATUS_STYLE[layer.status]),
-            style=_row_style(layer.status),
+            style="bold red" if divergent(layer) else _row_style(layer.status),
         )
     return table

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bnaudit import protos
+
 # DataType enum value -> numpy dtype, for the types a BN parameter can have.
 NUMPY_DTYPES: dict[int, np.dtype[Any]] = {
     1: np.dtype(np.float32),
@@ -77,3 +79,19 @@ def decode_tensor(tensor: Any) -> NDArray[Any] | None:
     if dtype_enum == DT_BFLOAT16:
         return bfloat16_to_float32(array)
     return array
+
+
+def encode_tensor(array: NDArray[Any], dtype_enum: int) -> Any:
+    """A TensorProto of `dtype_enum` holding `array` (cast to that dtype)."""
+    tensor = protos.TensorProto(dtype=dtype_enum)
+    for size in array.shape:
+        tensor.tensor_shape.dim.add(size=int(size))
+    if dtype_enum == DT_BFLOAT16:
+        bits = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)
+        tensor.tensor_content = (bits >> 16).astype("<u2").tobytes()
+    else:
+        np_dtype = NUMPY_DTYPES[dtype_enum]
+        tensor.tensor_content = np.ascontiguousarray(
+            array.astype(np_dtype.newbyteorder("<"))
+        ).tobytes()
+    return tensor

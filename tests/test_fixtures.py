@@ -105,3 +105,29 @@ def test_compare_static(folder: Path, case: dict, runner: CliRunner) -> None:  #
     for layer in report["layers"]:
         assert layer["match"]["method"] is not None, layer["scope"]
         assert layer["activation"] is None
+
+
+RUN_CASES = [(folder, case) for folder, case in COMPARE_CASES if "first_divergent_layer" in case]
+
+
+@pytest.mark.parametrize(
+    ("folder", "case"),
+    RUN_CASES,
+    ids=[f"{f.name}:{c['checkpoint']}" for f, c in RUN_CASES],
+)
+def test_compare_run(folder: Path, case: dict, runner: CliRunner) -> None:  # type: ignore[type-arg]
+    """Running both graphs names the first divergent layer the fixture was built to have."""
+    graph = folder / expected(folder)["graph"]
+    args = ["compare", str(folder / case["checkpoint"]), str(graph), "--quiet", "--format", "json"]
+    result = runner.invoke(main, args)
+    assert "Traceback" not in result.stderr
+    want_code = case.get("run_exit_code", case["exit_code"])
+    assert result.exit_code == want_code, result.stdout + result.stderr
+    if want_code == 3:
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert case.get("run_error_contains", case.get("error_contains", "")) in result.stderr
+        return
+    report = json.loads(result.stdout)
+    assert report["first_divergent_layer"] == case["first_divergent_layer"]
+    for layer in report["layers"]:
+        assert (layer["activation"] is None) == (layer["op"] == "folded"), layer["scope"]

@@ -35,6 +35,9 @@ def test_fields_match_tensorflow(name: str) -> None:
             continue  # an enum there, read as its integer value here
         assert field.type == other.type, field.full_name
         assert field.is_repeated == other.is_repeated, field.full_name
+        ours_oneof = field.containing_oneof.name if field.containing_oneof else None
+        theirs_oneof = other.containing_oneof.name if other.containing_oneof else None
+        assert ours_oneof == theirs_oneof, field.full_name
         if field.message_type is not None:
             assert field.message_type.name == other.message_type.name
 
@@ -53,7 +56,8 @@ def test_graph_bytes_round_trip_through_tensorflow_parser() -> None:
     graph = tf.Graph()
     with graph.as_default():
         x = tf.compat.v1.placeholder(tf.float32, [None, 3], name="x")
-        tf.identity(x * tf.constant([1.0, 2.0, 3.0]), name="y")
+        y = tf.identity(x * tf.constant([1.0, 2.0, 3.0]), name="y")
+        tf.linalg.matmul(y, tf.ones([3, 1]), transpose_a=False, name="z")  # attrs set to default
     data = graph.as_graph_def().SerializeToString()
     ours = protos.GraphDef.FromString(data)
     theirs = tf.compat.v1.GraphDef.FromString(ours.SerializeToString())

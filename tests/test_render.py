@@ -127,7 +127,7 @@ def test_compare_markdown_and_table_show_divergent_rows() -> None:
     console = Console(file=io.StringIO(), width=100, color_system="truecolor")
     console.print(render_table(report))
     output = console.file.getvalue()  # type: ignore[attr-defined]
-    assert "0.25" in output and "\x1b[" in output  # the divergent row is styled
+    assert "missing γ" in output and "\x1b[" in output  # the row is styled
     assert json.loads(render_json(report))["layers"][0]["stats"]["gamma"] == {
         "max_abs_diff": None,
         "max_rel_diff": None,

@@ -1,0 +1,238 @@
+"""`compare` with a run: the same inputs through the frozen graph and the checkpoint's reference.
+
+Each BN layer's output (and each final output) is compared between the two runs; a layer
+diverges when its max abs difference exceeds `atol` AND its max relative difference exceeds
+`rtol`. The first divergent layer in graph order is the one to fix first: every layer after
+it sees inputs that already differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bnaudit.compare import StaticAudit
+from bnaudit.graph import Graph
+from bnaudit.inputs import InputOptions, Inputs, make_inputs, placeholders, save_arrays
+from bnaudit.reference import choose, patched_reference
+from bnaudit.report import (
+    ActivationDiff,
+    CompareReport,
+    Finding,
+    LayerComparison,
+    OutputComparison,
+    Severity,
+)
+from bnaudit.safety import check_safe
+
+_BLOCK = 1 << 22  # elements reduced at a time, so float64 copies stay small
+# Ops that produce no tensor a user reads: never a final output.
+_NOT_OUTPUTS = frozenset(
+    {
+        "NoOp", "Const", "Placeholder", "PlaceholderWithDefault", "Assert", "PrintV2",
+        "Assign", "AssignAdd", "AssignSub", "AssignVariableOp", "AssignAddVariableOp",
+        "AssignSubVariableOp", "ControlTrigger", "SaveV2", "Save", "SaveSlices", "WriteFile",
+    }
+)  # fmt: skip
+# Static findings that explain a divergence, most telling first.
+_CAUSES = (
+    "training-mode",
+    "stats-mismatch",
+    "missing-in-checkpoint",
+    "nonfinite-stats",
+    "negative-variance",
+    "conditional-mode",
+    "unmatched",
+)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run: tolerances, inputs, the reference, and what may run."""
+
+    atol: float = 1e-5
+    rtol: float = 1e-5
+    inputs: InputOptions = field(default_factory=InputOptions)
+    reference: str = "auto"
+    """`auto`, `patched`, `meta` or `keras`."""
+    allow_unsafe_ops: bool = False
+    save_inputs: Path | None = None
+
+
+def activation_diff(
+    ours: NDArray[Any], theirs: NDArray[Any], atol: float, rtol: float
+) -> ActivationDiff:
+    """Compare two tensors in float64, block by block; NaN against NaN counts as equal."""
+    if ours.shape != theirs.shape:
+        return ActivationDiff(np.inf, np.inf, np.inf, float("nan"), True)
+    a, b = ours.reshape(-1), theirs.reshape(-1)
+    max_abs = max_rel = total = dot = norm_a = norm_b = 0.0
+    for start in range(0, a.size, _BLOCK):
+        x = a[start : start + _BLOCK].astype(np.float64)
+        y = b[start : start + _BLOCK].astype(np.float64)
+        same = (x == y) | (np.isnan(x) & np.isnan(y))
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            delta = np.where(same, 0.0, np.abs(x - y))
+            delta[np.isnan(delta)] = np.inf
+            scale = np.abs(y)
+            relative = np.where(delta == 0, 0.0, delta / np.maximum(scale, 1e-12))
+            relative[np.isnan(relative)] = np.inf
+        finite = np.isfinite(x) & np.isfinite(y)
+        max_abs = max(max_abs, float(delta.max()))
+        max_rel = max(max_rel, float(relative.max()))
+        total += float(delta.sum())
+        dot += float(np.dot(x[finite], y[finite]))
+        norm_a += float(np.dot(x[finite], x[finite]))
+        norm_b += float(np.dot(y[finite], y[finite]))
+    if norm_a == 0 and norm_b == 0:
+        cosine = 1.0
+    elif norm_a == 0 or norm_b == 0:
+        cosine = 0.0
+    else:
+        cosine = dot / (np.sqrt(norm_a) * np.sqrt(norm_b))
+    mean_abs = total / a.size if a.size else 0.0
+    return ActivationDiff(max_abs, max_rel, mean_abs, cosine, max_abs > atol and max_rel > rtol)
+
+
+def final_outputs(graph: Graph) -> list[str]:
+    """Top-level nodes nobody consumes that compute from an input, in graph order."""
+    top = graph.top
+    consumed = {
+        text.lstrip("^").split(":")[0] for node in top.nodes.values() for text in node.input
+    }
+    reached = {name for name, node in top.nodes.items() if node.op.startswith("Placeholder")}
+    frontier = list(reached)
+    while frontier:
+        name = frontier.pop()
+        for user, _, _ in top.consumers.get(name, []):
+            if user not in reached:
+                reached.add(user)
+                frontier.append(user)
+    names = [
+        name
+        for name, node in top.nodes.items()
+        if name not in consumed and name in reached and node.op not in _NOT_OUTPUTS
+    ]
+    return sorted(names, key=lambda n: graph.order.get(n, 0))
+
+
+def run_compare(
+    static: StaticAudit,
+    options: RunOptions,
+    progress: Callable[[str], None],
+    warn: Callable[[str], None],
+) -> CompareReport:
+    """The static report with each layer's activation difference and its findings."""
+    from bnaudit.run import Side, run_pair
+
+    report, graph = static.report, static.graph
+    kind = choose(options.reference)
+    check_safe(graph.graph_def, str(graph.path), options.allow_unsafe_ops)
+    flags = {layer.flag.name for layer in static.layers if layer.flag is not None}
+    inputs = make_inputs(placeholders(graph.graph_def), flags, options.inputs)
+    for warning in inputs.warnings:
+        warn(warning)
+    if options.save_inputs is not None:
+        save_arrays(options.save_inputs, inputs.arrays)
+    reference = patched_reference(graph, static.layers, static.paired)
+    fed_switches = {n: v for n, v in inputs.switches.items() if n not in reference.forced_flags}
+    layer_names = list(dict.fromkeys(row.name for row in report.layers if row.op != "folded"))
+    outputs = [n for n in final_outputs(graph) if n not in layer_names]
+    reduced = run_pair(
+        Side(graph.graph_def, {**inputs.arrays, **inputs.switches}, "frozen graph"),
+        Side(reference.graph_def, {**inputs.arrays, **fed_switches}, "reference"),
+        [f"{name}:0" for name in [*layer_names, *outputs]],
+        lambda a, b: activation_diff(a, b, options.atol, options.rtol),
+        progress,
+    )
+    diffs = {name[:-2]: diff for name, diff in reduced.values.items()}
+    rows, first = _with_activations(report.layers, diffs, _true_flags(inputs))
+    findings = list(report.findings)
+    compared = tuple(OutputComparison(name, diffs[name]) for name in outputs)
+    divergent_outputs = [o.name for o in compared if o.activation.divergent]
+    if divergent_outputs and first is None:
+        findings.append(
+            Finding(
+                "activation-divergence",
+                Severity.ERROR,
+                f"the final output {', '.join(divergent_outputs)} differs from the reference "
+                "while no BN layer does: something outside BN (random ops, or a folded BN the "
+                "reference keeps) changes the result",
+            )
+        )
+    notes = [
+        *report.notes,
+        f"reference: {kind}: the frozen graph with the checkpoint's BN values, in inference mode"
+        + (
+            f" ({', '.join(reference.forced_flags)} forced False)" if reference.forced_flags else ""
+        ),
+        *reference.notes,
+        *inputs.warnings,
+    ]
+    if any(row.op == "folded" for row in report.layers):
+        notes.append("folded BN is not refolded in the reference: its activations are not compared")
+    return dataclasses.replace(
+        report,
+        layers=tuple(rows),
+        findings=tuple(findings),
+        notes=tuple(notes),
+        first_divergent_layer=first,
+        reference=kind,
+        outputs=compared,
+    )
+
+
+def _true_flags(inputs: Inputs) -> set[str]:
+    return {name for name, value in inputs.switches.items() if bool(np.all(value))}
+
+
+def _with_activations(
+    rows: tuple[LayerComparison, ...], diffs: dict[str, ActivationDiff], true_flags: set[str]
+) -> tuple[list[LayerComparison], str | None]:
+    first: str | None = None
+    out = []
+    for row in rows:
+        diff = diffs.get(row.name)
+        if diff is None:
+            out.append(row)
+            continue
+        findings = list(row.findings)
+        if diff.divergent:
+            cause = _cause(row, true_flags, first)
+            findings.append(
+                Finding(
+                    "activation-divergence",
+                    Severity.ERROR,
+                    "the layer's output differs from what this checkpoint gives (beyond --atol "
+                    f"and --rtol); {cause}",
+                    row.scope,
+                )
+            )
+            first = first or row.scope
+        out.append(dataclasses.replace(row, activation=diff, findings=tuple(findings)))
+    return out, first
+
+
+def _cause(row: LayerComparison, true_flags: set[str], first: str | None) -> str:
+    by_code = {f.code: f for f in row.findings}
+    for code in _CAUSES:
+        if code == "conditional-mode" and code in by_code and true_flags:
+            flags = ", ".join(sorted(true_flags))
+            return (
+                f"likely cause, conditional-mode: the frozen graph ran with {flags} fed True, "
+                "so the layer normalized with the batch's statistics; feed False in inference"
+            )
+        if code in by_code and code != "conditional-mode":
+            return f"likely cause, {code}: {by_code[code].message}"
+    if first is not None:
+        return f"its input already differs: fix the first divergent layer, {first}, first"
+    return (
+        "no static finding explains it: the graph computes something else between the "
+        "checkpoint's layers (check the ops before it)"
+    )

@@ -1,0 +1,54 @@
+"""The unsafe-op scan: found in the graph and in its library, reasoned, refused by default."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import MODELS
+
+from bnaudit import protos
+from bnaudit.errors import BnauditError
+from bnaudit.graph import load_graph
+from bnaudit.safety import check_safe, scan
+
+
+def _graph(*ops: tuple[str, str]) -> object:
+    graph_def = protos.GraphDef()
+    for name, op in ops:
+        graph_def.node.add(name=name, op=op)
+    return graph_def
+
+
+def test_fixture_graphs_are_safe() -> None:
+    for name in ("tf1_fused_cond", "tf2_if_fused", "keras3_bn", "tf2_function_cond"):
+        assert scan(load_graph(MODELS / name / "frozen.pb").graph_def) == []
+
+
+def test_file_ops_in_graph_and_library_are_found() -> None:
+    graph_def = _graph(("path", "Const"), ("write", "WriteFile"), ("reader", "TFRecordReaderV2"))
+    function = graph_def.library.function.add()
+    function.signature.name = "branch"
+    function.node_def.add(name="py", op="EagerPyFunc")
+    found = scan(graph_def)
+    assert [(u.op, u.node, u.function) for u in found] == [
+        ("WriteFile", "write", None),
+        ("TFRecordReaderV2", "reader", None),
+        ("EagerPyFunc", "py", "branch"),
+    ]
+
+
+def test_print_to_a_file_is_unsafe_print_to_stderr_is_not() -> None:
+    graph_def = _graph(("p1", "PrintV2"), ("p2", "PrintV2"))
+    graph_def.node[0].attr["output_stream"].s = b"stderr"
+    graph_def.node[1].attr["output_stream"].s = b"file:///tmp/x.txt"
+    assert [u.node for u in scan(graph_def)] == ["p2"]
+
+
+def test_refusal_is_one_line_naming_ops_and_the_way_out() -> None:
+    graph_def = _graph(("a", "ReadFile"), ("b", "ReadFile"), ("c", "SaveV2"))
+    with pytest.raises(BnauditError) as raised:
+        check_safe(graph_def, "model.pb", allow=False)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "ReadFile" in message and "SaveV2" in message and "1 more" in message
+    assert "--allow-unsafe-ops" in message
+    assert len(check_safe(graph_def, "model.pb", allow=True)) == 3
