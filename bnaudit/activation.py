@@ -12,14 +12,17 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from bnaudit.compare import StaticAudit
+from bnaudit.errors import BnauditError
 from bnaudit.graph import Graph
 from bnaudit.inputs import InputOptions, Inputs, make_inputs, placeholders, save_arrays
+from bnaudit.match import normalize
+from bnaudit.meta import MetaGraph, check_meta_safe, fetch_map
 from bnaudit.reference import choose, patched_reference
 from bnaudit.report import (
     ActivationDiff,
@@ -30,6 +33,10 @@ from bnaudit.report import (
     Severity,
 )
 from bnaudit.safety import check_safe
+from bnaudit.tensors import shape_of
+
+if TYPE_CHECKING:
+    from bnaudit.run import KerasSide, MetaSide, Side
 
 _BLOCK = 1 << 22  # elements reduced at a time, so float64 copies stay small
 # Ops that produce no tensor a user reads: never a final output.
@@ -44,6 +51,7 @@ _NOT_OUTPUTS = frozenset(
 _CAUSES = (
     "training-mode",
     "stats-mismatch",
+    "folded-mismatch",
     "missing-in-checkpoint",
     "nonfinite-stats",
     "negative-variance",
@@ -74,8 +82,23 @@ def activation_diff(
     a, b = ours.reshape(-1), theirs.reshape(-1)
     max_abs = max_rel = total = dot = norm_a = norm_b = 0.0
     for start in range(0, a.size, _BLOCK):
-        x = a[start : start + _BLOCK].astype(np.float64)
-        y = b[start : start + _BLOCK].astype(np.float64)
+        ours_block, theirs_block = a[start : start + _BLOCK], b[start : start + _BLOCK]
+        x, y = ours_block.astype(np.float64), theirs_block.astype(np.float64)
+        if _all_finite(ours_block) and _all_finite(theirs_block):
+            # The usual case, in fewer passes and the same numbers: no NaN, nothing to mask.
+            delta = np.subtract(x, y)
+            np.abs(delta, out=delta)
+            relative = np.abs(y)
+            np.maximum(relative, 1e-12, out=relative)
+            with np.errstate(over="ignore"):  # float64 inputs near the limit: inf, as below
+                np.divide(delta, relative, out=relative)
+            max_abs = max(max_abs, float(delta.max()))
+            max_rel = max(max_rel, float(relative.max()))
+            total += float(delta.sum())
+            dot += float(np.dot(x, y))
+            norm_a += float(np.dot(x, x))
+            norm_b += float(np.dot(y, y))
+            continue
         same = (x == y) | (np.isnan(x) & np.isnan(y))
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             delta = np.where(same, 0.0, np.abs(x - y))
@@ -98,6 +121,11 @@ def activation_diff(
         cosine = dot / (np.sqrt(norm_a) * np.sqrt(norm_b))
     mean_abs = total / a.size if a.size else 0.0
     return ActivationDiff(max_abs, max_rel, mean_abs, cosine, max_abs > atol and max_rel > rtol)
+
+
+def _all_finite(values: NDArray[Any]) -> bool:
+    """No NaN and no infinity (min and max propagate both), without a boolean array."""
+    return bool(np.isfinite(values.min()) and np.isfinite(values.max()))
 
 
 def final_outputs(graph: Graph) -> list[str]:
@@ -132,7 +160,7 @@ def run_compare(
     from bnaudit.run import Side, run_pair
 
     report, graph = static.report, static.graph
-    kind = choose(options.reference)
+    choice = choose(options.reference, static)
     check_safe(graph.graph_def, str(graph.path), options.allow_unsafe_ops)
     flags = {layer.flag.name for layer in static.layers if layer.flag is not None}
     inputs = make_inputs(placeholders(graph.graph_def), flags, options.inputs)
@@ -140,21 +168,51 @@ def run_compare(
         warn(warning)
     if options.save_inputs is not None:
         save_arrays(options.save_inputs, inputs.arrays)
-    reference = patched_reference(graph, static.layers, static.paired)
-    fed_switches = {n: v for n, v in inputs.switches.items() if n not in reference.forced_flags}
-    layer_names = list(dict.fromkeys(row.name for row in report.layers if row.op != "folded"))
+    rows = list(report.layers)
+    described: list[str] = []
+    if choice.kind == "patched":
+        # A fold the checkpoint cannot redo would run as frozen in both: nothing to learn.
+        refoldable = {fold.scope for fold in static.folded}
+        described += [
+            f"{row.scope}: folded, and the checkpoint lacks the kernel or statistics to fold it "
+            "again: its activation is not compared"
+            for row in rows
+            if row.op == "folded" and row.scope not in refoldable
+        ]
+        rows = [row for row in rows if row.op != "folded" or row.scope in refoldable]
+    layer_names = list(dict.fromkeys(row.name for row in rows))
     outputs = [n for n in final_outputs(graph) if n not in layer_names]
+    tensors = [f"{name}:0" for name in [*layer_names, *outputs]]
+    side: Side | MetaSide | KerasSide
+    if choice.meta is not None:
+        side, how = _meta_side(static, choice.meta, inputs, flags, rows, outputs, options)
+    elif choice.kind == "keras":
+        side, how = _keras_side(static, inputs, rows, outputs)
+    else:
+        side, how = _patched_side(static, inputs)
+    described = [*how, *described]
     reduced = run_pair(
         Side(graph.graph_def, {**inputs.arrays, **inputs.switches}, "frozen graph"),
-        Side(reference.graph_def, {**inputs.arrays, **fed_switches}, "reference"),
-        [f"{name}:0" for name in [*layer_names, *outputs]],
+        side,
+        tensors,
         lambda a, b: activation_diff(a, b, options.atol, options.rtol),
         progress,
     )
     diffs = {name[:-2]: diff for name, diff in reduced.values.items()}
+    described += [
+        f"{row.scope}: the {choice.kind} reference has no counterpart of this layer; its "
+        "activation is not compared"
+        for row in rows
+        if row.name not in diffs
+    ]
+    described += [
+        f"output {name}: the {choice.kind} reference has no counterpart; it is not compared"
+        for name in outputs
+        if name not in diffs
+    ]
     rows, first = _with_activations(report.layers, diffs, _true_flags(inputs))
     findings = list(report.findings)
-    compared = tuple(OutputComparison(name, diffs[name]) for name in outputs)
+    compared = tuple(OutputComparison(name, diffs[name]) for name in outputs if name in diffs)
     divergent_outputs = [o.name for o in compared if o.activation.divergent]
     if divergent_outputs and first is None:
         findings.append(
@@ -168,24 +226,110 @@ def run_compare(
         )
     notes = [
         *report.notes,
-        f"reference: {kind}: the frozen graph with the checkpoint's BN values, in inference mode"
-        + (
-            f" ({', '.join(reference.forced_flags)} forced False)" if reference.forced_flags else ""
-        ),
-        *reference.notes,
+        f"reference: {choice.kind} ({choice.reason})",
+        *described,
         *inputs.warnings,
     ]
-    if any(row.op == "folded" for row in report.layers):
-        notes.append("folded BN is not refolded in the reference: its activations are not compared")
     return dataclasses.replace(
         report,
         layers=tuple(rows),
         findings=tuple(findings),
         notes=tuple(notes),
         first_divergent_layer=first,
-        reference=kind,
+        reference=choice.kind,
+        reference_reason=choice.reason,
         outputs=compared,
     )
+
+
+def _patched_side(static: StaticAudit, inputs: Inputs) -> tuple[Side, list[str]]:
+    """The frozen graph with the checkpoint's BN values, flags forced False."""
+    from bnaudit.run import Side
+
+    reference = patched_reference(static.graph, static.layers, static.paired, static.folded)
+    switches = {n: v for n, v in inputs.switches.items() if n not in reference.forced_flags}
+    forced = reference.forced_flags
+    described = [
+        "the frozen graph with the checkpoint's BN values, in inference mode"
+        + (f" ({', '.join(forced)} forced False)" if forced else "")
+        + (f"; {len(static.folded)} folded BN folded again from it" if static.folded else ""),
+        *reference.notes,
+    ]
+    return Side(reference.graph_def, {**inputs.arrays, **switches}, "reference"), described
+
+
+def _meta_side(
+    static: StaticAudit,
+    meta: MetaGraph,
+    inputs: Inputs,
+    frozen_flags: set[str],
+    rows: list[LayerComparison],
+    outputs: list[str],
+    options: RunOptions,
+) -> tuple[MetaSide, list[str]]:
+    """The training graph of a `.meta`, restored from the checkpoint, its flags fed False."""
+    from bnaudit.run import MetaSide
+
+    fetches = fetch_map(meta, rows, outputs)
+    check_meta_safe(meta, fetches.values(), options.allow_unsafe_ops)
+    nodes = meta.graph.top.nodes
+    flags = [*meta.flags, *(f for f in sorted(frozen_flags) if f in nodes)]
+    flags = list(dict.fromkeys(flags))
+    feeds: dict[str, NDArray[Any]] = {name: _false(nodes[name]) for name in flags}
+    for name, value in inputs.switches.items():
+        if name in nodes and name not in frozen_flags:
+            feeds.setdefault(name, value)  # a non-BN switch the user fed (dropout, ...)
+    for name, value in inputs.arrays.items():
+        if name not in nodes:
+            raise BnauditError(
+                f"the frozen graph's input {name} has no counterpart in {meta.path.name}; "
+                "use --reference patched"
+            )
+        feeds[name] = value
+    described = [
+        f"{meta.path.name} restored from {static.checkpoint_path.name}"
+        + (f", {', '.join(flags)} fed False" if flags else ", no training flag found"),
+    ]
+    side = MetaSide(
+        meta_graph=meta.data,
+        checkpoint=str(static.checkpoint_path),
+        restore_op=meta.restore_op,
+        filename_tensor=meta.filename_tensor,
+        feeds=feeds,
+        fetches=fetches,
+        label=f"reference {meta.path.name}",
+    )
+    return side, described
+
+
+def _keras_side(
+    static: StaticAudit, inputs: Inputs, rows: list[LayerComparison], outputs: list[str]
+) -> tuple[KerasSide, list[str]]:
+    """The `.keras` model in inference, each BN layer paired by its checkpoint scope."""
+    from bnaudit.run import KerasSide
+
+    fetches = {
+        f"{row.name}:0": row.checkpoint_scope or normalize(row.scope)
+        for row in rows
+        if row.checkpoint_scope or row.scope
+    }
+    fetches.update({f"{name}:0": f"output:{i}" for i, name in enumerate(outputs)})
+    side = KerasSide(
+        path=static.checkpoint_path,
+        inputs=list(inputs.arrays),
+        feeds=dict(inputs.arrays),
+        fetches=fetches,
+        outputs=len(outputs),
+        label=f"reference {static.checkpoint_path.name}",
+    )
+    return side, [f"{static.checkpoint_path.name} run by Keras with training=False"]
+
+
+def _false(node: Any) -> NDArray[Any]:
+    """False in the shape a flag placeholder declares (a scalar when unknown)."""
+    shape = shape_of(node.attr["shape"].shape) if "shape" in node.attr else ()
+    shape = shape if shape is not None and all(d >= 0 for d in shape) else ()
+    return np.zeros(shape, dtype=bool)
 
 
 def _true_flags(inputs: Inputs) -> set[str]:

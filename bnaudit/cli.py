@@ -122,7 +122,10 @@ def _run_options(function: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Choice(["auto", "patched", "meta", "keras"]),
             default="auto",
             show_default=True,
-            help="The checkpoint's side of the run (auto: patched).",
+            help=(
+                "The checkpoint's side of the run; auto: the .meta beside a TF1 checkpoint, "
+                "the .keras model, else the frozen graph patched with the checkpoint."
+            ),
         ),
         click.option(
             "--allow-unsafe-ops",
@@ -215,10 +218,11 @@ def compare_command(
     checkpoint, a SavedModel directory, a .weights.h5 or a .keras file. Each graph layer is
     paired with the checkpoint's variables, its frozen constants compared, and the likely
     cause of every difference named. Then, unless --no-run, the same inputs go through
-    the frozen graph and through the checkpoint's reference (the frozen graph with the
-    checkpoint's BN values, in inference mode), and each BN layer's output is compared; the
-    first divergent layer is named. Exit codes: 0 passed, 1 findings at or above --fail-on,
-    2 usage error, 3 an input could not be read or run.
+    the frozen graph and through the checkpoint's reference (its TF1 .meta restored, its
+    .keras model, or the frozen graph with the checkpoint's BN values, all in inference
+    mode), and each BN layer's output is compared; the first divergent layer is named.
+    Exit codes: 0 passed, 1 findings at or above --fail-on, 2 usage error, 3 an input could
+    not be read or run.
     """
     from bnaudit.compare import audit
     from bnaudit.match import parse_maps

@@ -42,6 +42,23 @@ class PairedLayer:
 
 
 @dataclass(frozen=True)
+class FoldedLayer:
+    """BN folded into a convolution, with the checkpoint's values to fold it again."""
+
+    scope: str
+    """The checkpoint's BN scope, as the report row names it."""
+    candidate: FoldCandidate
+    kernel: NDArray[Any]
+    """The checkpoint's unfolded kernel."""
+    bias: NDArray[Any] | None
+    """The checkpoint's bias of the linear op; None when it has none."""
+    stats: dict[str, NDArray[Any] | None]
+    """Role -> the checkpoint's BN value."""
+    epsilon: float
+    """The epsilon that best explains the frozen fold (a fold does not record it)."""
+
+
+@dataclass(frozen=True)
 class StaticAudit:
     """The static report and what a run needs to rebuild the checkpoint's side."""
 
@@ -51,6 +68,14 @@ class StaticAudit:
     """Every BN layer detection found, in graph order."""
     paired: tuple[PairedLayer, ...]
     """Every graph layer paired with a checkpoint group, in graph order."""
+    checkpoint_path: Path
+    """The resolved checkpoint: a bundle prefix or a Keras file."""
+    checkpoint_kind: str
+    """`Checkpoint.kind`: `tf1-saver`, `tf2-object`, `keras-archive`, ..."""
+    checkpoint_keys: frozenset[str]
+    """Every variable key the checkpoint holds."""
+    folded: tuple[FoldedLayer, ...] = ()
+    """Folded BN the checkpoint can refold (kernel and statistics present), in graph order."""
 
 
 def compare(
@@ -91,9 +116,10 @@ def audit(
             if pair.layer is not None and pair.group is not None
         ]
         leftover = [pair.group for pair in pairs if pair.layer is None and pair.group is not None]
-        folded, unexplained = _folded_rows(graph, leftover, ckpt, tolerances)
+        folded, unexplained, refoldable = _folded_rows(graph, leftover, ckpt, tolerances)
         notes = tuple(ckpt.notes)
         resolved = str(ckpt.path)
+        where = (ckpt.path, ckpt.kind, frozenset(v.key for v in ckpt.variables()))
     if not rows and not folded:
         raise BnauditError(
             f"{graph_path} has no BN layer, and no convolution the checkpoint's BN explains "
@@ -120,7 +146,10 @@ def audit(
         fail_on=fail_on,
     )
     paired.sort(key=lambda p: p.layer.position)
-    return StaticAudit(report, graph, tuple(scan.layers), tuple(paired))
+    refoldable.sort(key=lambda f: f.candidate.position)
+    return StaticAudit(
+        report, graph, tuple(scan.layers), tuple(paired), *where, folded=tuple(refoldable)
+    )
 
 
 def _groups(ckpt: Checkpoint) -> list[Group]:
@@ -261,13 +290,14 @@ def _folded_rows(
     groups: list[Group],
     ckpt: Checkpoint,
     tolerances: Tolerances,
-) -> tuple[list[tuple[int, LayerComparison]], list[Group]]:
+) -> tuple[list[tuple[int, LayerComparison]], list[Group], list[FoldedLayer]]:
     """Explain checkpoint groups with no graph layer as BN folded into a convolution."""
     if not groups:
-        return [], []
+        return [], [], []
     candidates = find_candidates(graph)
     rows = []
     unexplained = []
+    refoldable = []
     free = list(candidates)
     for group in sorted(groups, key=lambda g: g.order):
         candidate = _candidate_for(group, free)
@@ -275,8 +305,11 @@ def _folded_rows(
             unexplained.append(group)
             continue
         free.remove(candidate)
-        rows.append((candidate.position, _fold_row(candidate, group, ckpt, tolerances)))
-    return rows, unexplained
+        row, folded = _fold_row(candidate, group, ckpt, tolerances)
+        rows.append((candidate.position, row))
+        if folded is not None:
+            refoldable.append(folded)
+    return rows, unexplained, refoldable
 
 
 def _candidate_for(group: Group, candidates: list[FoldCandidate]) -> FoldCandidate | None:
@@ -293,11 +326,12 @@ def _candidate_for(group: Group, candidates: list[FoldCandidate]) -> FoldCandida
 
 def _fold_row(
     candidate: FoldCandidate, group: Group, ckpt: Checkpoint, tolerances: Tolerances
-) -> LayerComparison:
+) -> tuple[LayerComparison, FoldedLayer | None]:
     kernel_key, bias_key = _kernel_keys(candidate, group, ckpt)
     stats_values = {role: _read(ckpt, group, role) for role in ROLES}
     findings: list[Finding] = []
     stats: dict[str, StatDiff] = {}
+    folded = None
     if kernel_key is None or any(stats_values[r] is None for r in STAT_ROLES):
         findings.append(
             Finding(
@@ -311,6 +345,7 @@ def _fold_row(
         kernel = ckpt.read(kernel_key)
         bias = None if bias_key is None else ckpt.read(bias_key)
         check = check_fold(candidate, kernel, bias, stats_values)
+        folded = FoldedLayer(group.scope, candidate, kernel, bias, stats_values, check.epsilon)
         stats["folded"] = StatDiff(check.max_abs_diff, check.max_rel_diff)
         limit = tolerances.fold_atol + tolerances.fold_rtol * float(
             np.max(np.abs(np.concatenate([candidate.weights.ravel(), candidate.offset.ravel()])))
@@ -334,7 +369,7 @@ def _fold_row(
                     "checkpoint; freeze and fold again from this checkpoint",
                 )
             )
-    return LayerComparison(
+    row = LayerComparison(
         name=candidate.name,
         scope=group.scope,
         op="folded",
@@ -344,6 +379,7 @@ def _fold_row(
         stats=stats,
         findings=tuple(Finding(f.code, f.severity, f.message, group.scope) for f in findings),
     )
+    return row, folded
 
 
 def _kernel_keys(

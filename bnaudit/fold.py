@@ -34,6 +34,8 @@ class FoldCandidate:
     """The Conv2D/MatMul node."""
     weights_node: str
     weights: NDArray[Any]
+    offset_node: str
+    """The Const holding the folded offset (what the BiasAdd adds)."""
     offset: NDArray[Any]
     position: int
 
@@ -74,11 +76,31 @@ def find_candidates(graph: Graph) -> list[FoldCandidate]:
                 linear=linear.name,
                 weights_node=weights.node,
                 weights=weights.value,
+                offset_node=offset.node,
                 offset=offset.value,
                 position=graph.order.get(name, 0),
             )
         )
     return found
+
+
+def refold(
+    kernel: NDArray[Any],
+    bias: NDArray[Any] | None,
+    stats: dict[str, NDArray[Any] | None],
+    epsilon: float,
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    """The folded weights and offset `kernel`/`bias` and the BN statistics give (float64)."""
+    mean, variance = stats["moving_mean"], stats["moving_variance"]
+    assert mean is not None and variance is not None
+    channels = kernel.shape[-1]
+    gamma = stats.get("gamma")
+    beta = stats.get("beta")
+    gamma = np.ones(channels) if gamma is None else gamma
+    beta = np.zeros(channels) if beta is None else beta
+    bias = np.zeros(channels) if bias is None else bias
+    scale = gamma.astype(np.float64) / np.sqrt(variance.astype(np.float64) + epsilon)
+    return kernel * scale, beta + (bias - mean) * scale
 
 
 def check_fold(
@@ -88,20 +110,10 @@ def check_fold(
     stats: dict[str, NDArray[Any] | None],
 ) -> FoldCheck:
     """Compare the candidate with the fold of `kernel`/`bias` by the checkpoint's BN stats."""
-    mean, variance = stats["moving_mean"], stats["moving_variance"]
-    assert mean is not None and variance is not None
-    channels = candidate.offset.shape[0]
-    gamma = stats.get("gamma")
-    beta = stats.get("beta")
-    gamma = np.ones(channels) if gamma is None else gamma
-    beta = np.zeros(channels) if beta is None else beta
-    bias = np.zeros(channels) if bias is None else bias
     best: FoldCheck | None = None
     for eps in COMMON_EPSILONS:
-        scale = gamma / np.sqrt(variance.astype(np.float64) + eps)
-        expected = np.concatenate(
-            [(kernel * scale).reshape(-1), (beta + (bias - mean) * scale).reshape(-1)]
-        )
+        weights, offset = refold(kernel, bias, stats, eps)
+        expected = np.concatenate([weights.reshape(-1), offset.reshape(-1)])
         actual = np.concatenate([candidate.weights.reshape(-1), candidate.offset.reshape(-1)])
         diff = np.abs(actual.astype(np.float64) - expected)
         check = FoldCheck(

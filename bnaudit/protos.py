@@ -144,8 +144,13 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool]]] = {
         ("name", 1, "string", False), ("full_name", 2, "string", False),
         ("checkpoint_key", 3, "string", False),
     ],
-    # Containers a user may pass by mistake (saved_model.proto, meta_graph.proto).
-    "MetaGraphDef": [("graph_def", 2, "GraphDef", False)],
+    # Containers a user may pass by mistake (saved_model.proto, meta_graph.proto); a `.meta`
+    # beside a checkpoint is also the `meta` reference of a run (saver.proto for SaverDef).
+    "SaverDef": [
+        ("filename_tensor_name", 1, "string", False), ("save_tensor_name", 2, "string", False),
+        ("restore_op_name", 3, "string", False),
+    ],
+    "MetaGraphDef": [("graph_def", 2, "GraphDef", False), ("saver_def", 3, "SaverDef", False)],
     "SavedModel": [
         ("saved_model_schema_version", 1, "int64", False),
         ("meta_graphs", 2, "MetaGraphDef", True),
@@ -240,3 +245,4 @@ BundleHeaderProto = _message_class("BundleHeaderProto")
 TrackableObjectGraph = _message_class("TrackableObjectGraph")
 SavedModel = _message_class("SavedModel")
 MetaGraphDef = _message_class("MetaGraphDef")
+SaverDef = _message_class("SaverDef")

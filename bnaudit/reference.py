@@ -5,8 +5,12 @@ The `patched` reference is a copy of the frozen GraphDef in which
 - every training flag is a `Const` False of the same name (inference);
 - a layer frozen in training mode (a fused op with `is_training=True`, or a decomposition
   fed the batch's moments) normalizes with the checkpoint's moving statistics instead.
+- BN folded into a convolution (`optimize_for_inference`) is folded again from the
+  checkpoint: the folded weights become `kernel * gamma / sqrt(var + eps)` and the offset
+  `beta + (bias - mean) * gamma / sqrt(var + eps)`, with the epsilon that best explains the
+  frozen fold.
 Everything else, names included, is the frozen graph's, so both graphs answer the same
-fetches. BN folded into a convolution is left as frozen (not refolded yet).
+fetches.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bnaudit import protos
-from bnaudit.compare import PairedLayer
+from bnaudit.compare import FoldedLayer, PairedLayer, StaticAudit
 from bnaudit.detect import BnLayer
 from bnaudit.errors import BnauditError
+from bnaudit.fold import refold
 from bnaudit.graph import Body, Graph
+from bnaudit.inputs import placeholders
+from bnaudit.meta import MetaGraph, find_meta
 from bnaudit.tensors import encode_tensor, shape_of
 from bnaudit.trace import FUSED_OPS, IF_OPS, Tracer
 
@@ -36,7 +43,7 @@ class Reference:
     """A graph that computes what the checkpoint says each BN layer should output."""
 
     kind: str
-    """`patched` (the only kind built so far)."""
+    """`patched`."""
     graph_def: Any
     """A GraphDef (bnaudit's own message class) with the frozen graph's node names."""
     forced_flags: tuple[str, ...]
@@ -45,14 +52,60 @@ class Reference:
     """What could not be patched, and why."""
 
 
-def choose(kind: str) -> str:
-    """The reference kind to build for `--reference kind`, or a BnauditError."""
-    if kind in ("meta", "keras"):
-        raise BnauditError(
-            f"--reference {kind} is not available yet; use --reference patched (the default): "
-            "the frozen graph with the checkpoint's BN values, in inference mode"
+@dataclass(frozen=True)
+class Choice:
+    """The reference a run uses, and why."""
+
+    kind: str
+    """`patched`, `meta` or `keras`."""
+    reason: str
+    meta: MetaGraph | None = None
+    """The `.meta` to restore, for `meta`."""
+
+
+def choose(kind: str, static: StaticAudit) -> Choice:
+    """The reference for `--reference kind` (`auto` picks), or a BnauditError saying why not.
+
+    `auto`: `keras` for a `.keras` checkpoint, `meta` when a usable TF1 `.meta` is beside a
+    Saver checkpoint, else `patched`.
+    """
+    if kind == "patched":
+        return Choice("patched", "asked for with --reference patched")
+    is_keras = static.checkpoint_kind == "keras-archive"
+    if kind == "keras":
+        if not is_keras:
+            raise BnauditError(
+                f"--reference keras needs a .keras model as the checkpoint, not a "
+                f"{static.checkpoint_kind} checkpoint; use --reference patched"
+            )
+        return Choice("keras", f"{static.checkpoint_path.name} loaded with Keras")
+    if kind == "auto" and is_keras:
+        return Choice(
+            "keras", f"auto: the checkpoint {static.checkpoint_path.name} is a Keras model"
         )
-    return "patched"
+    meta, why = _meta_for(static)
+    if kind == "meta":
+        if meta is None:
+            raise BnauditError(
+                f"--reference meta needs a usable TF1 .meta beside the checkpoint ({why}); "
+                "use --reference patched"
+            )
+        return Choice("meta", why, meta)
+    if meta is not None:
+        return Choice("meta", f"auto: {why}", meta)
+    return Choice("patched", f"auto: {why}; the frozen graph patched with the checkpoint")
+
+
+def _meta_for(static: StaticAudit) -> tuple[MetaGraph | None, str]:
+    if static.checkpoint_kind != "tf1-saver":
+        return None, f"a {static.checkpoint_kind} checkpoint has no .meta"
+    flags = {layer.flag.name for layer in static.layers if layer.flag is not None}
+    inputs = {
+        p.name: p.shape
+        for p in placeholders(static.graph.graph_def)
+        if not p.has_default and not p.is_switch and p.name not in flags
+    }
+    return find_meta(static.checkpoint_path, static.checkpoint_keys, inputs)
 
 
 class _Nodes:
@@ -85,7 +138,10 @@ class _Nodes:
 
 
 def patched_reference(
-    graph: Graph, layers: Sequence[BnLayer], paired: Sequence[PairedLayer]
+    graph: Graph,
+    layers: Sequence[BnLayer],
+    paired: Sequence[PairedLayer],
+    folded: Sequence[FoldedLayer] = (),
 ) -> Reference:
     """The frozen graph with the checkpoint's BN values, every layer in inference mode."""
     copy = protos.GraphDef()
@@ -96,6 +152,8 @@ def patched_reference(
         notes += _patch_params(nodes, item)
         if item.layer.mode == "training" and len(item.layer.core_nodes) == 1:
             notes += _to_inference(graph, nodes, item)
+    for fold in folded:
+        notes += _refold(nodes, fold)
     forced = _force_flags(graph, nodes, layers)
     return Reference("patched", copy, tuple(forced), tuple(notes))
 
@@ -127,6 +185,25 @@ def _patch_params(nodes: _Nodes, item: PairedLayer) -> list[str]:
             continue
         tensor.CopyFrom(encode_tensor(value.reshape(shape), int(tensor.dtype) % 100))
     return notes
+
+
+def _refold(nodes: _Nodes, fold: FoldedLayer) -> list[str]:
+    """Fold the checkpoint's BN into the folded weights and offset, with the fold's epsilon."""
+    weights, offset = refold(fold.kernel, fold.bias, fold.stats, fold.epsilon)
+    candidate = fold.candidate
+    for name, value in ((candidate.weights_node, weights), (candidate.offset_node, offset)):
+        found = nodes.find(name)
+        if found is None or found[0].op != "Const":
+            return [f"{fold.scope}: folded constant {name} not found; not refolded"]
+        tensor = found[0].attr["value"].tensor
+        shape = shape_of(tensor.tensor_shape) or ()
+        if tuple(shape) != value.shape:
+            return [
+                f"{fold.scope}: the checkpoint folds to shape {value.shape}, {name} has "
+                f"{tuple(shape)}; not refolded"
+            ]
+        tensor.CopyFrom(encode_tensor(value, int(tensor.dtype) % 100))
+    return []
 
 
 def _to_inference(graph: Graph, nodes: _Nodes, item: PairedLayer) -> list[str]:

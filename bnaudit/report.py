@@ -219,7 +219,8 @@ class LayerComparison:
     """Role -> difference; roles that neither side has are left out."""
     findings: tuple[Finding, ...]
     activation: ActivationDiff | None = None
-    """The layer's output against the reference's; None without a run (or for folded BN)."""
+    """The layer's output against the reference's; None without a run, or when the
+    reference has no counterpart of the layer."""
 
     @property
     def status(self) -> str:
@@ -242,7 +243,9 @@ class CompareReport:
     first_divergent_layer: str | None = None
     """The scope of the first layer, in graph order, whose activations diverge."""
     reference: str | None = None
-    """The kind of graph the run compared against (`patched`); None without a run."""
+    """What the run compared against (`patched`, `meta`, `keras`); None without a run."""
+    reference_reason: str | None = None
+    """Why that reference (what `auto` found beside the checkpoint); None without a run."""
     outputs: tuple[OutputComparison, ...] = ()
     """The graph's final outputs in both runs."""
     command: str = field(default="compare", init=False)
@@ -291,6 +294,7 @@ def compare_report_dict(report: CompareReport) -> dict[str, Any]:
         "notes": list(report.notes),
         "first_divergent_layer": report.first_divergent_layer,
         "reference": report.reference,
+        "reference_reason": report.reference_reason,
         "outputs": [
             {"name": o.name, "activation": activation_dict(o.activation)} for o in report.outputs
         ],

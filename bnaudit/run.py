@@ -1,4 +1,8 @@
-"""Run two GraphDefs on the same feeds and reduce each fetched pair: the only TensorFlow import.
+"""Run the frozen graph and a reference on the same feeds and reduce each fetched pair.
+
+This is the only module importing TensorFlow (and Keras). The reference is a GraphDef (the
+patched copy), a TF1 `.meta` restored from the checkpoint by its own Saver, or a `.keras`
+model; it answers the frozen graph's tensor names through its `fetches` map.
 
 Memory stays bounded by fetching in chunks: the tensors are grouped, in order, so that one
 chunk's arrays fit `CHUNK_BYTES` (sizes from TensorFlow's static shapes once the
@@ -10,9 +14,11 @@ holding every BN output (GBs) at once.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -41,41 +47,222 @@ class Side:
 
 
 @dataclass(frozen=True)
+class MetaSide:
+    """A TF1 training graph (`.meta`) restored from a checkpoint by its own Saver."""
+
+    meta_graph: bytes
+    """The serialized MetaGraphDef."""
+    checkpoint: str
+    """The prefix fed to the Saver's filename tensor."""
+    restore_op: str
+    filename_tensor: str
+    feeds: dict[str, NDArray[Any]]
+    """Placeholder node name -> array (training flags included, fed False)."""
+    fetches: dict[str, str]
+    """Frozen graph tensor -> this graph's tensor; tensors left out are not fetched."""
+    label: str
+
+
+@dataclass(frozen=True)
+class KerasSide:
+    """A Keras 3 `.keras` model, run in inference with its BN layers' outputs exposed."""
+
+    path: Path
+    inputs: list[str]
+    """The frozen graph's data placeholders, matched to the model's inputs by name."""
+    feeds: dict[str, NDArray[Any]]
+    fetches: dict[str, str]
+    """Frozen graph tensor -> a Keras layer name, or `output:K` for the model's K-th output;
+    a layer the model lacks (or is no BatchNormalization) is not fetched."""
+    outputs: int
+    """How many final outputs the frozen graph has: paired by order only when equal."""
+    label: str
+
+
+Reference = Side | MetaSide | KerasSide
+
+
+@dataclass(frozen=True)
 class Reduced(Generic[T]):
     """The reduction of every fetched pair, by tensor name."""
 
     values: dict[str, T]
+    """Only tensors both sides gave."""
     chunks: int
+
+
+class _Runner(Protocol):
+    def fetch(self, names: list[str]) -> list[NDArray[Any] | None]: ...
+
+    def close(self) -> None: ...
 
 
 def run_pair(
     frozen: Side,
-    reference: Side,
+    reference: Reference,
     tensors: list[str],
     reduce: Callable[[NDArray[Any], NDArray[Any]], T],
     progress: Progress,
 ) -> Reduced[T]:
-    """Fetch `tensors` (`node:index`) from both graphs in chunks; reduce each pair."""
+    """Fetch `tensors` (`node:index` of the frozen graph) from both sides in chunks; reduce."""
     progress("loading TensorFlow…")
     tf = _import_tensorflow()
 
-    sessions = [_session(tf, side) for side in (frozen, reference)]
+    graph, session = _session(tf, frozen)
+    runners: list[_Runner] = [_GraphRunner(session, frozen)]
     try:
-        chunks = _chunks(sessions[0][0], tensors)
+        runners.append(_open(tf, reference, progress))
+        chunks = _chunks(graph, tensors)
         values: dict[str, T] = {}
         for number, chunk in enumerate(chunks, 1):
             arrays = []
-            for (_, session), side in zip(sessions, (frozen, reference), strict=True):
+            for runner, side in zip(runners, (frozen, reference), strict=True):
                 where = f" (chunk {number}/{len(chunks)})" if len(chunks) > 1 else ""
                 progress(f"running {side.label}{where}")
-                arrays.append(_fetch(tf, session, side, chunk))
+                arrays.append(runner.fetch(chunk))
             for name, ours, theirs in zip(chunk, arrays[0], arrays[1], strict=True):
-                values[name] = reduce(ours, theirs)
+                if ours is not None and theirs is not None:
+                    values[name] = reduce(ours, theirs)
             del arrays
         return Reduced(values, len(chunks))
     finally:
-        for _, session in sessions:
-            session.close()
+        for runner in runners:
+            runner.close()
+
+
+def _open(tf: Any, side: Reference, progress: Progress) -> _Runner:
+    if isinstance(side, Side):
+        return _GraphRunner(_session(tf, side)[1], side)
+    if isinstance(side, MetaSide):
+        progress(f"restoring the checkpoint into {side.label}")
+        return _MetaRunner(tf, side)
+    progress(f"loading {side.label}")
+    return _KerasRunner(side)
+
+
+class _GraphRunner:
+    def __init__(self, session: Any, side: Side) -> None:
+        self.session, self.side = session, side
+
+    def fetch(self, names: list[str]) -> list[NDArray[Any] | None]:
+        return list(_fetch(self.session, self.side.label, self.side.feeds, names))
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class _MetaRunner:
+    """Import a MetaGraphDef in a fresh graph and restore it with its own Saver's op."""
+
+    def __init__(self, tf: Any, side: MetaSide) -> None:
+        self.side = side
+        graph = tf.Graph()
+        with graph.as_default():
+            try:
+                meta_graph = tf.compat.v1.MetaGraphDef.FromString(side.meta_graph)
+                tf.compat.v1.train.import_meta_graph(meta_graph, clear_devices=True)
+            except Exception as error:  # ValueError, KeyError, OpError, ...
+                raise BnauditError(
+                    f"TensorFlow cannot import the {side.label} ({_first_line(error)}); "
+                    "use --reference patched"
+                ) from None
+        self.session = tf.compat.v1.Session(graph=graph)
+        try:
+            self.session.run(side.restore_op, {side.filename_tensor: side.checkpoint})
+        except Exception as error:
+            self.session.close()
+            raise BnauditError(
+                f"TensorFlow cannot restore {side.checkpoint} into the {side.label} "
+                f"({_first_line(error)}); use --reference patched"
+            ) from None
+
+    def fetch(self, names: list[str]) -> list[NDArray[Any] | None]:
+        wanted = [self.side.fetches[n] for n in names if n in self.side.fetches]
+        got = iter(_fetch(self.session, self.side.label, self.side.feeds, wanted))
+        return [next(got) if n in self.side.fetches else None for n in names]
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class _KerasRunner:
+    """A `.keras` model loaded in Keras' safe mode (it refuses to deserialize lambdas)."""
+
+    def __init__(self, side: KerasSide) -> None:
+        import keras
+
+        self.side, self.keras = side, keras
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.model = keras.saving.load_model(side.path, compile=False, safe_mode=True)
+        except Exception as error:  # ValueError (safe mode, config), OSError, TypeError, ...
+            if "safe_mode" in str(error):
+                raise BnauditError(
+                    f"{side.path} holds Python code (a lambda), which bnaudit never loads: "
+                    "deserializing it could run anything (Keras' safe mode); use "
+                    "--reference patched"
+                ) from None
+            raise BnauditError(
+                f"Keras cannot load {side.path} ({_first_line(error)}); use --reference patched"
+            ) from None
+        self.layers = {
+            layer.name: layer
+            for layer in self.model.layers
+            if isinstance(layer, keras.layers.BatchNormalization)
+        }
+        self.arrays = self._arrays()
+
+    def _arrays(self) -> list[NDArray[Any]]:
+        """The fed arrays in the order of the model's inputs (by name; one input: that one)."""
+        names = [str(getattr(t, "name", "")).split(":")[0] for t in self.model.inputs]
+        ours = self.side.inputs
+        if len(names) == 1 and len(ours) == 1:
+            return [self.side.feeds[ours[0]]]
+        if sorted(names) != sorted(ours):
+            raise BnauditError(
+                f"the inputs of {self.side.path.name} ({', '.join(names)}) are not the frozen "
+                f"graph's ({', '.join(ours)}); use --reference patched"
+            )
+        return [self.side.feeds[name] for name in names]
+
+    def _available(self, name: str) -> bool:
+        target = self.side.fetches.get(name)
+        if target is None:
+            return False
+        if target.startswith("output:"):
+            return self.side.outputs == len(self.model.outputs)
+        return target in self.layers
+
+    def _tensor(self, target: str) -> Any:
+        if target.startswith("output:"):
+            return self.model.outputs[int(target.split(":")[1])]
+        return self.layers[target].output
+
+    def fetch(self, names: list[str]) -> list[NDArray[Any] | None]:
+        wanted = [n for n in names if self._available(n)]
+        if not wanted:
+            return [None] * len(names)
+        keras = self.keras
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                exposed = keras.Model(
+                    self.model.inputs, [self._tensor(self.side.fetches[n]) for n in wanted]
+                )
+                results = exposed(self.arrays, training=False)
+        except Exception as error:
+            raise BnauditError(
+                f"Keras cannot run the {self.side.label} ({_first_line(error)}); "
+                "use --reference patched"
+            ) from None
+        if not isinstance(results, list | tuple):
+            results = [results]
+        got = dict(zip(wanted, (np.asarray(r) for r in results), strict=True))
+        return [got.get(n) for n in names]
+
+    def close(self) -> None:
+        self.layers.clear()
 
 
 def _import_tensorflow() -> Any:
@@ -161,13 +348,17 @@ def _chunks(graph: Any, tensors: list[str]) -> list[list[str]]:
     return chunks
 
 
-def _fetch(tf: Any, session: Any, side: Side, names: list[str]) -> list[NDArray[Any]]:
-    feeds = {f"{name}:0": value for name, value in side.feeds.items()}
+def _fetch(
+    session: Any, label: str, feeds: dict[str, NDArray[Any]], names: list[str]
+) -> list[NDArray[Any]]:
+    if not names:
+        return []
+    fed = {f"{name}:0": value for name, value in feeds.items()}
     try:
-        results = session.run(names, feeds)
+        results = session.run(names, fed)
     except Exception as error:  # OpError subclasses, or a fetch TensorFlow refuses
         raise BnauditError(
-            f"TensorFlow cannot run the {side.label} ({_first_line(error)}); "
+            f"TensorFlow cannot run the {label} ({_first_line(error)}); "
             "use --no-run for the static audit"
         ) from None
     return [np.asarray(r) for r in results]

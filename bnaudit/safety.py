@@ -131,9 +131,15 @@ def scan(graph_def: Any) -> list[UnsafeOp]:
     return found
 
 
-def check_safe(graph_def: Any, label: str, allow: bool) -> list[UnsafeOp]:
-    """The unsafe ops of `graph_def`; raises a BnauditError naming them unless `allow`."""
-    found = scan(graph_def)
+def check_safe(
+    graph_def: Any, label: str, allow: bool, exempt: frozenset[str] = frozenset()
+) -> list[UnsafeOp]:
+    """The unsafe ops of `graph_def`; raises a BnauditError naming them unless `allow`.
+
+    `exempt` names top-level nodes the caller has vetted (the Saver's own ops of a `.meta`,
+    see `bnaudit.meta`): they are neither refused nor returned.
+    """
+    found = [u for u in scan(graph_def) if u.function is not None or u.node not in exempt]
     if found and not allow:
         by_op: dict[str, list[UnsafeOp]] = {}
         for item in found:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from bnaudit.graph import read_graph_def
 
 def _run(runner: CliRunner, folder: str, checkpoint: str, *args: str) -> tuple[int, Any, str]:
     graph = MODELS / folder / "frozen.pb"
+    if not graph.exists():
+        graph = MODELS / folder / "folded.pb"
     result = runner.invoke(
         main, ["compare", str(MODELS / folder / checkpoint), str(graph), "--format", "json", *args]
     )
@@ -38,7 +41,7 @@ def _divergent(report: Any) -> list[str]:
 def test_correct_freeze_runs_clean(runner: CliRunner) -> None:
     code, report, stderr = _run(runner, "tf1_fused_cond", "ckpt")
     assert code == 0, stderr
-    assert report["first_divergent_layer"] is None and report["reference"] == "patched"
+    assert report["first_divergent_layer"] is None and report["reference"] == "meta"
     for layer in report["layers"]:
         assert set(layer["activation"]) == {
             "max_abs_diff",
@@ -158,8 +161,180 @@ def test_graph_tensorflow_cannot_run_is_one_line_exit_3(runner: CliRunner) -> No
 def test_reference_kinds(runner: CliRunner) -> None:
     code, report, _ = _run(runner, "tf1_fused_cond", "ckpt", "-q", "--reference", "patched")
     assert code == 0 and report["reference"] == "patched"
-    code, _, stderr = _run(runner, "tf1_fused_cond", "ckpt", "--reference", "meta")
-    assert code == 3 and "not available yet" in stderr
+    assert report["reference_reason"] == "asked for with --reference patched"
+    code, _, stderr = _run(runner, "tf1_fused_cond", "ckpt", "--reference", "keras")
+    assert code == 3 and "--reference keras needs a .keras model" in stderr
+
+
+@pytest.mark.parametrize(
+    ("folder", "checkpoint", "kind", "why"),
+    [
+        ("tf1_fused_cond", "ckpt", "meta", "model.ckpt-20.meta is beside the checkpoint"),
+        # model.ckpt-10 has no .meta of its own; model.ckpt-20's Saver fits it.
+        ("tf1_wrong_ckpt", "ckpt/model.ckpt-10", "meta", "model.ckpt-20.meta is in the"),
+        ("keras3_bn", "model.keras", "keras", "the checkpoint model.keras is a Keras model"),
+        ("keras3_bn", "model.weights.h5", "patched", "a keras-h5 checkpoint has no .meta"),
+        ("tf1_trainable_only_saver", "ckpt", "patched", "does not restore model/bn1/moving_mean"),
+        ("tf1_const_training", "ckpt", "patched", "no flag switches it to inference"),
+        ("tf1_contrib_style", "ckpt", "patched", "has shape [?, 8, 8, 3], the frozen graph's"),
+        ("tf2_if_training_default", "ckpt", "patched", "no .meta beside model.ckpt-5"),
+        ("tf2_function_cond", "ckpt/ckpt", "patched", "a tf2-object checkpoint has no .meta"),
+    ],
+)
+def test_auto_reference_says_which_and_why(
+    runner: CliRunner, folder: str, checkpoint: str, kind: str, why: str
+) -> None:
+    _, report, stderr = _run(runner, folder, checkpoint, "-q")
+    assert report["reference"] == kind
+    assert report["reference_reason"].startswith("auto: ") and why in report["reference_reason"]
+    assert f"note: reference: {kind} (auto: " in stderr
+
+
+@pytest.mark.parametrize(
+    ("folder", "checkpoint", "first"),
+    [
+        ("tf1_fused_cond", "ckpt", None),
+        ("tf2_if_fused", "ckpt", None),
+        ("tf1_nonfused_2d", "ckpt", None),
+        ("tf1_training_default", "ckpt", "model/bn1"),
+        ("tf1_wrong_ckpt", "ckpt", "model/bn1"),
+        ("tf1_wrong_ckpt", "ckpt/model.ckpt-10", None),
+        ("tf1_tampered_layer", "ckpt", "model/bn2"),
+    ],
+)
+def test_meta_reference(runner: CliRunner, folder: str, checkpoint: str, first: str | None) -> None:
+    code, report, stderr = _run(runner, folder, checkpoint, "--reference", "meta")
+    assert code == (0 if first is None else 1), stderr
+    assert report["reference"] == "meta" and report["first_divergent_layer"] == first
+    assert "restoring the checkpoint into reference model.ckpt-" in stderr
+    assert all(layer["activation"] is not None for layer in report["layers"])
+    if folder == "tf1_tampered_layer":
+        assert _divergent(report) == ["model/bn2"]
+
+
+def test_meta_reference_refused_when_unusable(runner: CliRunner) -> None:
+    code, report, stderr = _run(runner, "tf1_const_training", "ckpt", "--reference", "meta")
+    assert code == 3 and report is None and stderr.count("\n") == 1
+    assert "--reference meta needs a usable TF1 .meta" in stderr
+    code, _, stderr = _run(runner, "tf2_function_cond", "ckpt/ckpt", "--reference", "meta")
+    assert code == 3 and "tf2-object checkpoint has no .meta" in stderr
+
+
+@pytest.mark.parametrize(
+    ("folder", "first"),
+    [
+        ("keras3_bn", None),
+        ("keras3_dense_bn", None),
+        ("keras3_wrong_ckpt", "functional_1/bn1_1"),
+        ("keras3_training_frozen", "functional_1/bn1_1"),
+    ],
+)
+def test_keras_reference(runner: CliRunner, folder: str, first: str | None) -> None:
+    code, report, stderr = _run(runner, folder, "model.keras", "--reference", "keras")
+    assert code == (0 if first is None else 1), stderr
+    assert report["reference"] == "keras" and report["first_divergent_layer"] == first
+    assert "loading reference model.keras" in stderr
+    assert all(layer["activation"] is not None for layer in report["layers"])
+    assert [o["name"] for o in report["outputs"]] == ["Identity"]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras saving, under numpy 2
+def test_keras_reference_keeps_safe_mode(runner: CliRunner, tmp_path: Path) -> None:
+    """A .keras holding a Python lambda is never deserialized: exit 3, the reason on stderr."""
+    import keras
+
+    inp = keras.Input((8, 8, 3), name="input")
+    h = keras.layers.Lambda(lambda x: x * 2.0, name="twice")(inp)
+    h = keras.layers.Conv2D(4, 3, padding="same", name="conv1")(h)
+    h = keras.layers.BatchNormalization(name="bn1")(h)
+    h = keras.layers.Conv2D(8, 3, padding="same", name="conv2")(h)
+    h = keras.layers.BatchNormalization(name="bn2")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inp, keras.layers.Dense(2, name="dense")(h))
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    graph = str(MODELS / "keras3_bn" / "frozen.pb")
+    result = runner.invoke(main, ["compare", str(path), graph, "-q"])
+    assert result.exit_code == 3 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "holds Python code (a lambda)" in result.stderr
+    assert "safe mode" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("folder", "checkpoint", "first"),
+    [
+        ("tf1_folded", "ckpt/model.ckpt-20", None),
+        ("tf1_folded_stale", "ckpt", "model/bn1"),
+        ("tf1_folded_stale", "ckpt/model.ckpt-10", None),
+    ],
+)
+def test_patched_reference_folds_again(
+    runner: CliRunner, folder: str, checkpoint: str, first: str | None
+) -> None:
+    code, report, stderr = _run(runner, folder, checkpoint, "-q", "--reference", "patched")
+    assert code == (0 if first is None else 1), stderr
+    assert report["first_divergent_layer"] == first
+    assert "2 folded BN folded again from it" in stderr
+    acts = {layer["scope"]: layer["activation"] for layer in report["layers"]}
+    assert set(acts) == {"model/bn1", "model/bn2"}
+    for scope, act in acts.items():
+        assert (act["max_abs_diff"] > 0.1) == (first is not None), scope
+    if first is not None:
+        message = report["layers"][0]["findings"][-1]["message"]
+        assert "likely cause, folded-mismatch" in message
+
+
+def _meta_copy(tmp_path: Path, edit: Any) -> Path:
+    """tf1_fused_cond's checkpoint folder with its .meta's graph edited by `edit`."""
+    folder = tmp_path / "ckpt"
+    shutil.copytree(MODELS / "tf1_fused_cond" / "ckpt", folder)
+    meta = folder / "model.ckpt-20.meta"
+    message = protos.MetaGraphDef.FromString(meta.read_bytes())
+    edit(message.graph_def)
+    meta.write_bytes(message.SerializeToString())
+    return folder
+
+
+def _string_const(graph_def: Any, name: str, value: str) -> None:
+    node = graph_def.node.add(name=name, op="Const")
+    node.attr["dtype"].type = protos.DATA_TYPES["DT_STRING"]
+    node.attr["value"].tensor.dtype = protos.DATA_TYPES["DT_STRING"]
+    node.attr["value"].tensor.string_val.append(value.encode())
+
+
+def test_meta_safety_exempts_only_the_savers_own_ops(runner: CliRunner, tmp_path: Path) -> None:
+    graph = str(MODELS / "tf1_fused_cond" / "frozen.pb")
+
+    def read_file(graph_def: Any) -> None:
+        _string_const(graph_def, "save/other_file", str(tmp_path / "never.txt"))
+        graph_def.node.add(name="save/read", op="ReadFile", input=["save/other_file"])
+
+    def restore_elsewhere(graph_def: Any) -> None:
+        _string_const(graph_def, "save/other_prefix", str(tmp_path / "elsewhere"))
+        names = next(n for n in graph_def.node if n.name == "save/RestoreV2/tensor_names")
+        slices = "save/RestoreV2/shape_and_slices"
+        graph_def.node.add(
+            name="save/RestoreV2_other",
+            op="RestoreV2",
+            input=["save/other_prefix", names.name, slices],
+            attr={
+                "dtypes": next(n for n in graph_def.node if n.name == "save/RestoreV2").attr[
+                    "dtypes"
+                ]
+            },
+        )
+
+    for edit, op in ((read_file, "ReadFile"), (restore_elsewhere, "RestoreV2")):
+        folder = _meta_copy(tmp_path / op, edit)
+        result = runner.invoke(main, ["compare", str(folder), graph, "--reference", "meta"])
+        assert result.exit_code == 3 and result.stdout == "", result.stderr
+        assert f"{op} (" in result.stderr and "--allow-unsafe-ops" in result.stderr
+        assert "SaveV2" not in result.stderr  # the Saver's own ops are not what is refused
+        allowed = runner.invoke(
+            main, ["compare", str(folder), graph, "-q", "--reference", "meta", "--allow-unsafe-ops"]
+        )
+        assert allowed.exit_code == 0, allowed.stderr
+    assert not (tmp_path / "never.txt").exists()
 
 
 def test_bad_feed_and_shape_options(runner: CliRunner) -> None:
