@@ -2,8 +2,9 @@
 
     python benchmarks/make_resnet50.py OUTDIR
 
-writes `OUTDIR/resnet50_frozen.pb` (about 100 MB, 53 decomposed BN layers) and the
-checkpoint prefix `OUTDIR/resnet50_ckpt/ckpt`. Weights are random (`weights=None`: nothing
+writes `OUTDIR/resnet50_frozen_anybatch.pb` (about 100 MB, 53 decomposed BN layers, input
+`x` of shape [?, 224, 224, 3] so `compare --batch` picks the batch) and the checkpoint prefix
+`OUTDIR/resnet50_ckpt/ckpt`. Weights are random (`weights=None`: nothing
 is downloaded); every BN parameter is then set to random, plausible values so the graph looks
 trained (no `untrained-stats`, no gamma of ones). Imports TensorFlow, so `bench.py` runs it
 in its own process.
@@ -15,7 +16,8 @@ import argparse
 import os
 from pathlib import Path
 
-GRAPH_NAME = "resnet50_frozen.pb"
+GRAPH_NAME = "resnet50_frozen_anybatch.pb"
+"""Named for its unknown batch: a workdir holding an older batch-1 graph regenerates."""
 CHECKPOINT_PREFIX = "resnet50_ckpt/ckpt"
 BN_LAYERS = 53
 
@@ -49,7 +51,7 @@ def build(outdir: Path, seed: int = 0) -> tuple[Path, Path]:
     tf.train.Checkpoint(model=model).write(str(prefix))
 
     function = tf.function(lambda x: model(x, training=False))
-    concrete = function.get_concrete_function(tf.TensorSpec([1, 224, 224, 3], tf.float32))
+    concrete = function.get_concrete_function(tf.TensorSpec([None, 224, 224, 3], tf.float32))
     frozen = convert_variables_to_constants_v2(concrete)
     graph = outdir / GRAPH_NAME
     graph.write_bytes(frozen.graph.as_graph_def().SerializeToString())
