@@ -41,7 +41,7 @@ def stat_range(layer: LayerReport, role: str) -> str:
         return param.source if param.kind != "other" else "?"
     if param.min is None:
         return "non-finite"
-    return f"{fmt(param.min)}..{fmt(param.max)}"
+    return f"{fmt(param.min)} .. {fmt(param.max)}"
 
 
 def mode_label(layer: LayerReport) -> str:

@@ -25,7 +25,6 @@ from bnaudit.render import (
 from bnaudit.report import CompareReport, Finding, ListReport
 
 STATUS_STYLE = {"error": "bold red", "warning": "yellow", "ok": "green"}
-_MIN_WIDTH = {"mode": 11, "status": 7}
 
 
 def _row_style(status: str) -> str | None:
@@ -35,10 +34,9 @@ def _row_style(status: str) -> str | None:
 def build_table(report: ListReport) -> Table:
     """One row per layer: form, mode, statistics ranges, status."""
     table = Table(title=f"BN layers in {report.graph}", title_justify="left")
-    widest = max((len(layer.scope) for layer in report.layers), default=5)
-    table.add_column("layer", overflow="fold", min_width=min(widest, 24))
+    table.add_column("layer", overflow="fold", ratio=2)
     for column in ("op", "mode", "moving mean", "moving var", "status"):
-        table.add_column(column, overflow="fold", min_width=_MIN_WIDTH.get(column))
+        table.add_column(column, overflow="fold", ratio=1)
     for layer in report.layers:
         table.add_row(
             layer.scope,
@@ -103,12 +101,11 @@ def build_compare_table(report: CompareReport) -> Table:
     Layers whose activations diverge are drawn in bold red.
     """
     table = Table(title=f"{report.graph} against {report.checkpoint}", title_justify="left")
-    widest = max((len(layer.scope) for layer in report.layers), default=5)
-    table.add_column("layer", overflow="fold", min_width=min(widest, 24))
+    table.add_column("layer", overflow="fold", ratio=2)
     ran = ran_activations(report)
     columns = ("mode", "matched", "max Δ stat", *(ACTIVATION_COLUMNS if ran else ()))
     for column in (*columns, "status"):
-        table.add_column(column, overflow="fold", min_width=_MIN_WIDTH.get(column))
+        table.add_column(column, overflow="fold", ratio=1)
     for layer in report.layers:
         table.add_row(
             layer.scope,
