@@ -128,6 +128,89 @@ def test_chunks_give_the_same_answer(runner: CliRunner, monkeypatch: pytest.Monk
     assert whole["layers"] == chunked["layers"] and whole["outputs"] == chunked["outputs"]
 
 
+def _spy_carries(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Record, by graph label, the carried tensors each run is fed."""
+    fed: dict[str, list[str]] = {}
+    fetch = run._fetch
+
+    def spy(session: Any, label: str, feeds: Any, names: list[str], carried: Any = None) -> Any:
+        fed.setdefault(label, []).extend(carried or {})
+        return fetch(session, label, feeds, names, carried)
+
+    monkeypatch.setattr(run, "_fetch", spy)
+    return fed
+
+
+def _assert_same_report(whole: Any, chunked: Any) -> None:
+    """Equal but for the activation numbers, which agree within 1e-6 (TensorFlow may optimise
+    a graph cut at other tensors slightly differently)."""
+
+    def numbers(report: Any) -> list[Any]:
+        return [row["activation"] for row in [*report["layers"], *report["outputs"]]]
+
+    def rest(report: Any) -> Any:
+        return {
+            **report,
+            "layers": [{**row, "activation": None} for row in report["layers"]],
+            "outputs": [{**row, "activation": None} for row in report["outputs"]],
+        }
+
+    assert rest(chunked) == rest(whole)
+    for ours, theirs in zip(numbers(chunked), numbers(whole), strict=True):
+        assert (ours is None) == (theirs is None)
+        if ours is not None:
+            assert ours.keys() == theirs.keys()
+            for key, value in theirs.items():
+                assert ours[key] == (value if value is None else pytest.approx(value, abs=1e-6))
+
+
+@pytest.mark.parametrize(
+    ("folder", "checkpoint", "reference", "carrying"),
+    [
+        # TF1 control flow: every chunk runs from the inputs, in both graphs.
+        ("tf1_wrong_ckpt", "ckpt", "meta", []),
+        ("tf1_tampered_layer", "ckpt", "patched", []),
+        # A .meta or .keras reference runs each chunk whole; the frozen graph carries.
+        ("tf2_if_fused", "ckpt", "meta", ["frozen graph"]),
+        ("keras3_wrong_ckpt", "model.keras", "keras", ["frozen graph"]),
+        ("tf2_if_fused", "ckpt", "patched", ["frozen graph", "reference"]),
+        ("keras3_wrong_ckpt", "model.weights.h5", "patched", ["frozen graph", "reference"]),
+        # The patched reference normalizes with other tensors than the frozen graph.
+        ("keras3_training_frozen", "model.weights.h5", "patched", ["frozen graph", "reference"]),
+        ("tf1_folded_stale", "ckpt", "patched", ["frozen graph", "reference"]),
+    ],
+)
+def test_chunks_resuming_from_carried_tensors_give_the_same_answer(
+    runner: CliRunner,
+    monkeypatch: pytest.MonkeyPatch,
+    folder: str,
+    checkpoint: str,
+    reference: str,
+    carrying: list[str],
+) -> None:
+    args = ("--reference", reference)
+    code, whole, stderr = _run(runner, folder, checkpoint, "-q", *args)
+    assert code in (0, 1), stderr
+    fed = _spy_carries(monkeypatch)
+    monkeypatch.setattr(run, "_cut", lambda flow, tensors: [[name] for name in tensors])
+    _, chunked, stderr = _run(runner, folder, checkpoint, *args)
+    assert f"(chunk {len(chunked['layers']) + len(chunked['outputs'])}/" in stderr
+    assert sorted(label for label, names in fed.items() if names) == carrying
+    _assert_same_report(whole, chunked)
+
+
+def test_carried_tensors_count_against_the_budget(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, whole, _ = _run(runner, "keras3_wrong_ckpt", "model.weights.h5", "-q")
+    fed = _spy_carries(monkeypatch)
+    monkeypatch.setattr(run, "CHUNK_BYTES", 1)  # room for one fetched tensor, no carry
+    _, chunked, stderr = _run(runner, "keras3_wrong_ckpt", "model.weights.h5")
+    assert "running reference (chunk 3/3)" in stderr
+    assert fed.keys() == {"frozen graph", "reference"} and not any(fed.values())
+    _assert_same_report(whole, chunked)
+
+
 def _with_node(tmp_path: Path, op: str) -> Path:
     graph_def = read_graph_def(MODELS / "tf1_fused_cond" / "frozen.pb")
     name = graph_def.node.add(name="bnaudit_test/filename", op="Const")
