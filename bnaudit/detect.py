@@ -23,6 +23,7 @@ from bnaudit.trace import (
     CALL_OPS,
     FUSED_OPS,
     IF_OPS,
+    VARIABLE_OPS,
     Batch,
     Choice,
     Const,
@@ -50,9 +51,11 @@ class Param:
     """Where one BN parameter comes from."""
 
     kind: str
-    """`const`, `batch` (batch statistics), `absent` (scale/center off) or `other`."""
+    """`const`, `batch` (batch statistics), `absent` (scale/center off), `variable` (the
+    graph was not frozen) or `other`."""
     source: str
-    """The Const's node name, "batch statistics", "absent", or the op it comes from."""
+    """The Const's or variable's node name, "batch statistics", "absent", or the op it comes
+    from."""
     value: NDArray[Any] | None
     """The constant's value, when it is one."""
 
@@ -428,6 +431,8 @@ def _param(source: Source | None) -> Param:
         return Param("other", f"missing function {source.function}", None)
     if isinstance(source, Choice):
         return Param("other", f"depends on {source.flag.name}", None)
+    if source.op in VARIABLE_OPS:
+        return Param("variable", source.node, None)
     return Param("other", f"{source.op} {source.node}", None)
 
 

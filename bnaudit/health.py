@@ -17,8 +17,24 @@ INFERENCE_FIX = "freeze with training=False (Keras: call the model with training
 
 def layer_findings(layer: BnLayer) -> list[Finding]:
     """Mode and statistics problems of one layer."""
-    findings = [*_mode_findings(layer), *_stat_findings(layer)]
+    findings = [*_frozen_findings(layer), *_mode_findings(layer), *_stat_findings(layer)]
     return [Finding(f.code, f.severity, f.message, layer.scope) for f in findings]
+
+
+def _frozen_findings(layer: BnLayer) -> list[Finding]:
+    variables = [role for role, param in layer.params.items() if param.kind == "variable"]
+    if not variables:
+        return []
+    return [
+        Finding(
+            "not-frozen",
+            Severity.WARNING,
+            f"{', '.join(variables)} are read from variables: the graph is not frozen, so "
+            "its values are whatever checkpoint gets restored at run time; freeze it with "
+            "convert_variables_to_constants(_v2) and audit the .pb (or compare it with the "
+            "checkpoint)",
+        )
+    ]
 
 
 def _mode_findings(layer: BnLayer) -> list[Finding]:

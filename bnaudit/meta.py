@@ -40,7 +40,6 @@ from bnaudit.tensors import shape_of
 
 RESTORE_OPS = frozenset({"Restore", "RestoreV2", "RestoreSlice"})
 SAVE_OPS = frozenset({"Save", "SaveV2", "SaveSlices", "MergeV2Checkpoints"})
-_VARIABLE_OPS = frozenset({"VariableV2", "Variable", "VarHandleOp"})
 
 
 @dataclass(frozen=True)
@@ -167,11 +166,10 @@ def unusable(
     nodes = meta.graph.top.nodes
     for layer in meta.layers:
         for role, param in layer.params.items():
-            op, _, name = param.source.partition(" ")
-            if param.kind == "other" and op in _VARIABLE_OPS and name not in meta.saver_keys:
+            if param.kind == "variable" and param.source not in meta.saver_keys:
                 return (
-                    f"its Saver does not restore {name} ({layer.scope}'s {role}), so it would "
-                    "keep its initial value"
+                    f"its Saver does not restore {param.source} ({layer.scope}'s {role}), "
+                    "so it would keep its initial value"
                 )
         if layer.mode == "training":
             return (

@@ -38,7 +38,7 @@ def fmt(value: float | None) -> str:
 def stat_range(layer: LayerReport, role: str) -> str:
     param = layer.params[role]
     if param.kind != "const":
-        return param.source if param.kind != "other" else "?"
+        return {"other": "?", "variable": "variable"}.get(param.kind, param.source)
     if param.min is None:
         return "non-finite"
     return f"{fmt(param.min)} .. {fmt(param.max)}"

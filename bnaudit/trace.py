@@ -28,6 +28,8 @@ PASS_THROUGH = frozenset(
 READ_OPS = frozenset({"Identity", "RefIdentity", "ReadVariableOp", "Cast", "Snapshot"})
 # Ops whose output is a statistic of the batch being normalized.
 BATCH_STAT_OPS = frozenset({"Mean", "SquaredDifference", "Square"})
+# Ops that hold a variable: a graph still reading them was not frozen.
+VARIABLE_OPS = frozenset({"VariableV2", "Variable", "VarHandleOp", "AutoReloadVariable"})
 FUSED_OPS = frozenset({"FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"})
 IF_OPS = frozenset({"If", "StatelessIf"})
 CALL_OPS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})

@@ -123,3 +123,20 @@ def test_text_formats_do_not_load_rich() -> None:
     modules = _modules_after(code)
     assert "bnaudit.listing" in modules
     assert "rich.table" not in modules
+
+
+def test_unfrozen_training_graph_is_flagged(runner: CliRunner, tmp_path: Path) -> None:
+    """The training graph TensorFlow wrote into the .meta, passed as if it were frozen."""
+    from bnaudit import protos
+
+    meta = protos.MetaGraphDef.FromString(
+        (GOOD.parent / "ckpt" / "model.ckpt-20.meta").read_bytes()
+    )
+    unfrozen = tmp_path / "train_graph.pb"
+    unfrozen.write_bytes(meta.graph_def.SerializeToString())
+    result = runner.invoke(main, ["list-bn", str(unfrozen), "--format", "json"])
+    assert result.exit_code == 0  # a warning, below the default threshold
+    layers = json.loads(result.stdout)["layers"]
+    assert [layer["scope"] for layer in layers] == ["model/bn1", "model/bn2"]
+    assert layers[0]["params"]["moving_mean"]["source"] == "model/bn1/moving_mean"
+    assert {f["code"] for layer in layers for f in layer["findings"]} == {"not-frozen"}
