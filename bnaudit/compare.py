@@ -98,6 +98,7 @@ def audit(
 ) -> StaticAudit:
     """`compare`, keeping the graph and the checkpoint's BN values of every paired layer."""
     tolerances = tolerances or Tolerances()
+    _refuse_swapped(checkpoint, graph_path)
     graph = load_graph(graph_path)
     scan = find_layers(graph)
     with open_checkpoint(checkpoint) as ckpt:
@@ -150,6 +151,23 @@ def audit(
     return StaticAudit(
         report, graph, tuple(scan.layers), tuple(paired), *where, folded=tuple(refoldable)
     )
+
+
+_GRAPH_SUFFIXES = (".pb", ".pbtxt")
+
+
+def _refuse_swapped(checkpoint: Path, graph_path: Path) -> None:
+    """The commonest slip, GRAPH before CHECKPOINT, deserves a message that says just that."""
+    looks_like_graph = checkpoint.is_file() and checkpoint.suffix in _GRAPH_SUFFIXES
+    if (
+        looks_like_graph
+        and checkpoint.name != "saved_model.pb"
+        and graph_path.suffix not in (_GRAPH_SUFFIXES)
+    ):
+        raise BnauditError(
+            f"the arguments look swapped: {checkpoint} is a graph and {graph_path} is not; "
+            "compare takes the CHECKPOINT first, then the GRAPH"
+        )
 
 
 def _groups(ckpt: Checkpoint) -> list[Group]:

@@ -139,3 +139,9 @@ def test_inputs_are_never_modified(runner: CliRunner, tmp_path: Path) -> None:
         _compare(runner, str(checkpoint), str(copy / "frozen.pb"))
         runner.invoke(main, ["list-bn", str(copy / "frozen.pb")])
         assert _digest(copy) == before
+
+
+def test_swapped_arguments_are_named(runner: CliRunner) -> None:
+    code, _, stderr = _compare(runner, str(TF1 / "frozen.pb"), str(TF1 / "ckpt"))
+    assert code == 3
+    assert "look swapped" in stderr and stderr.count("\n") == 1
