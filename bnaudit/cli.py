@@ -161,7 +161,7 @@ def list_bn_command(
     from bnaudit.render import summary_line
 
     with _user_errors(debug):
-        _refuse_overwrite(output, [graph])
+        _refuse_overwrite("--output", output, [graph])
         report = list_bn(graph, FAIL_ON[fail_on])
         _emit(report, format_name, output)
         click.echo(summary_line(report), err=True)
@@ -234,8 +234,9 @@ def compare_command(
         raise click.BadParameter(str(error), param_hint="--map") from error
     with _user_errors(debug):
         run_options = None if no_run else _parse_run_options(run)
-        _refuse_overwrite(output, [checkpoint, graph])
-        _refuse_overwrite(run["save_inputs"], [checkpoint, graph])
+        inputs = [checkpoint, graph, *_input_files(run)]
+        _refuse_overwrite("--output", output, inputs)
+        _refuse_overwrite("--save-inputs", run["save_inputs"], inputs)
         tolerances = Tolerances(stat_atol=stat_atol, stat_rtol=stat_rtol)
         static = audit(checkpoint, graph, tolerances, rules, FAIL_ON[fail_on])
         report = static.report
@@ -255,6 +256,12 @@ def compare_command(
         _emit(report, format_name, output)
         click.echo(summary_line(report), err=True)
     sys.exit(ExitCode.PASSED if report.passed else ExitCode.FINDINGS)
+
+
+def _input_files(run: dict[str, Any]) -> list[Path]:
+    """The array files --input and --inputs read."""
+    files = [Path(text.partition("=")[2]) for text in run["input_files"]]
+    return files + ([Path(run["inputs_file"])] if run["inputs_file"] else [])
 
 
 def _parse_run_options(run: dict[str, Any]) -> Any:
@@ -281,13 +288,21 @@ def _parse_run_options(run: dict[str, Any]) -> Any:
     )
 
 
-def _refuse_overwrite(output: Path | None, inputs: list[Path]) -> None:
-    if output is None:
+def _refuse_overwrite(option: str, written: Path | None, inputs: list[Path]) -> None:
+    """Refuse to write over an input, a file inside an input directory, or a checkpoint's file."""
+    if written is None:
         return
+    target = written.resolve()
     for path in inputs:
-        if path.exists() and output.exists() and output.resolve() == path.resolve():
+        source = path.resolve()
+        same = target == source
+        inside = source.is_dir() and source in target.parents
+        # a Saver prefix `dir/model.ckpt-20` stands for `dir/model.ckpt-20.index`, ...
+        sibling = target.parent == source.parent and target.name.startswith(source.name + ".")
+        if same or inside or sibling:
             raise click.UsageError(
-                f"--output {output} is an input; bnaudit never writes to its inputs"
+                f"{option} {written} would write over the input {path}; bnaudit never writes "
+                "to its inputs"
             )
 
 

@@ -145,3 +145,19 @@ def test_swapped_arguments_are_named(runner: CliRunner) -> None:
     code, _, stderr = _compare(runner, str(TF1 / "frozen.pb"), str(TF1 / "ckpt"))
     assert code == 3
     assert "look swapped" in stderr and stderr.count("\n") == 1
+
+
+def test_reports_never_land_on_a_checkpoint(runner: CliRunner, tmp_path: Path) -> None:
+    shutil.copytree(TF1 / "ckpt", tmp_path / "ckpt")
+    before = _digest(tmp_path / "ckpt")
+    graph = str(TF1 / "frozen.pb")
+    for target in ("ckpt/checkpoint", "ckpt/new-report.json", "ckpt/model.ckpt-20.index"):
+        for option in ("--output", "--save-inputs"):
+            args = ["compare", str(tmp_path / "ckpt"), graph, option, str(tmp_path / target)]
+            result = runner.invoke(main, args)
+            assert result.exit_code == 2, (target, option)
+            assert "never writes to its inputs" in result.stderr
+    prefix = tmp_path / "ckpt" / "model.ckpt-20"
+    result = runner.invoke(main, ["compare", str(prefix), graph, "-o", f"{prefix}.index"])
+    assert result.exit_code == 2
+    assert _digest(tmp_path / "ckpt") == before
