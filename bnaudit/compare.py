@@ -331,15 +331,13 @@ def _folded_rows(
 
 
 def _candidate_for(group: Group, candidates: list[FoldCandidate]) -> FoldCandidate | None:
-    """The fold candidate named after the group's scope, else the first with its channels."""
+    """The fold candidate with the group's channels named after its scope, else the first."""
+    fitting = [c for c in candidates if c.offset.shape[0] == group.channels]
     names = {normalize(n) for n in group.names}
-    for candidate in candidates:
+    for candidate in fitting:
         if normalize(candidate.scope) in names:
             return candidate
-    for candidate in sorted(candidates, key=lambda c: c.position):
-        if candidate.offset.shape[0] == group.channels:
-            return candidate
-    return None
+    return min(fitting, key=lambda c: c.position, default=None)
 
 
 def _fold_row(

@@ -189,8 +189,8 @@ def _patch_params(nodes: _Nodes, item: PairedLayer) -> list[str]:
 
 def _refold(nodes: _Nodes, fold: FoldedLayer) -> list[str]:
     """Fold the checkpoint's BN into the folded weights and offset, with the fold's epsilon."""
-    weights, offset = refold(fold.kernel, fold.bias, fold.stats, fold.epsilon)
     candidate = fold.candidate
+    weights, offset = refold(fold.kernel, fold.bias, fold.stats, fold.epsilon, candidate.linear_op)
     for name, value in ((candidate.weights_node, weights), (candidate.offset_node, offset)):
         found = nodes.find(name)
         if found is None or found[0].op != "Const":
