@@ -326,4 +326,10 @@ class Bundle:
         if entry is None or entry.dtype != _DT_STRING:
             return None
         (serialized,) = self._read_strings(entry)
-        return TrackableObjectGraph.FromString(serialized)
+        try:
+            return TrackableObjectGraph.FromString(serialized)
+        except DecodeError:
+            raise BnauditError(
+                f"{self.data_path(entry.shard_id)} is damaged: its object graph does not "
+                "parse; pass an intact copy of the checkpoint"
+            ) from None

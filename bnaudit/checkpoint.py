@@ -13,6 +13,8 @@ import re
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -125,6 +127,21 @@ class BundleCheckpoint(Checkpoint):
         return self._object_graph
 
 
+# What h5py raises when the file's own structure is damaged (it has no exception root).
+_H5_DAMAGE = (OSError, RuntimeError, KeyError, TypeError, ValueError)
+
+
+@contextmanager
+def _intact_h5(path: Path) -> Iterator[None]:
+    """Turn h5py's errors about a damaged file into one line that says so."""
+    try:
+        yield
+    except _H5_DAMAGE as exc:
+        raise BnauditError(
+            f"{path} is damaged: HDF5 could not read it ({exc}); pass an intact copy"
+        ) from None
+
+
 class KerasCheckpoint(Checkpoint):
     """A Keras weights file (`.weights.h5`, legacy tf-keras `.h5`) or a `.keras` archive."""
 
@@ -146,11 +163,12 @@ class KerasCheckpoint(Checkpoint):
         except (OSError, zipfile.BadZipFile) as exc:
             self.close()
             raise BnauditError(f"cannot read {path} as a Keras weights file ({exc})") from None
-        if "layer_names" in self._h5.attrs:
-            self.kind = "keras-legacy-h5" if self.kind == "keras-h5" else self.kind
-            self.layers = _legacy_layers(self._h5)
-        else:
-            self.layers = _keras3_layers(self._h5)
+        with _intact_h5(path):
+            if "layer_names" in self._h5.attrs:
+                self.kind = "keras-legacy-h5" if self.kind == "keras-h5" else self.kind
+                self.layers = _legacy_layers(self._h5)
+            else:
+                self.layers = _keras3_layers(self._h5)
         self.layer_configs = _config_layers(config) if config else None
         if self.layer_configs is not None:
             by_name = {c.get("config", {}).get("name"): c for c in self.layer_configs}
@@ -170,16 +188,18 @@ class KerasCheckpoint(Checkpoint):
                 dtype = "string" if obj.dtype.kind in "OSU" else str(obj.dtype)
                 found.append(VariableInfo(name, dtype, tuple(int(d) for d in obj.shape)))
 
-        self._h5.visititems(visit)
+        with _intact_h5(self.path):
+            self._h5.visititems(visit)
         return sorted(found, key=lambda v: v.key)
 
     def read(self, key: str) -> NDArray[Any]:
         import h5py
 
-        obj = self._h5.get(key)
-        if not isinstance(obj, h5py.Dataset):
-            raise KeyError(key)
-        return np.asarray(obj[()])
+        with _intact_h5(self.path):
+            obj = self._h5.get(key)
+            if isinstance(obj, h5py.Dataset):
+                return np.asarray(obj[()])
+        raise KeyError(key)
 
     def close(self) -> None:
         h5 = getattr(self, "_h5", None)

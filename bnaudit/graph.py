@@ -137,6 +137,8 @@ def load_graph(path: Path) -> Graph:
     top = Body(name=None, nodes={n.name: n for n in graph_def.node})
     functions = {f.signature.name: _body_of_function(f) for f in graph_def.library.function}
     _check_references(path, top)
+    for body in (top, *functions.values()):
+        _check_arity(path, body)
     return Graph(path=path, graph_def=graph_def, top=top, functions=functions)
 
 
@@ -150,6 +152,35 @@ def _check_references(path: Path, top: Body) -> None:
                     "contain; the file looks truncated or cut from a larger graph: "
                     "export it again"
                 )
+
+
+# Data inputs the ops bnaudit follows always have; TensorFlow refuses a node with fewer.
+_MIN_INPUTS = {
+    **dict.fromkeys(
+        ("Identity", "RefIdentity", "Cast", "ReadVariableOp", "Enter", "RefEnter", "Snapshot",
+         "StopGradient", "PreventGradient", "CheckNumerics", "Squeeze", "Rsqrt", "Neg",
+         "PlaceholderWithDefault", "If", "StatelessIf", "Merge", "RefMerge"),
+        1,
+    ),
+    **dict.fromkeys(
+        ("Switch", "RefSwitch", "Mul", "Sub", "Add", "AddV2", "BiasAdd", "Conv2D", "Conv3D",
+         "MatMul", "DepthwiseConv2dNative", "Reshape", "ExpandDims", "EnsureShape"),
+        2,
+    ),
+    **dict.fromkeys(("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"), 5),
+}  # fmt: skip
+
+
+def _check_arity(path: Path, body: Body) -> None:
+    for name, node in body.nodes.items():
+        need = _MIN_INPUTS.get(node.op, 0)
+        have = sum(1 for text in node.input if not text.startswith("^"))
+        if have < need:
+            where = f" in function {body.name}" if body.name else ""
+            raise BnauditError(
+                f"{path}: node {name!r}{where} ({node.op}) has {have} input(s) where the op "
+                f"takes {need}; the graph is damaged: export it again"
+            )
 
 
 def read_graph_def(path: Path) -> Any:
