@@ -103,21 +103,20 @@ def audit(
     scan = find_layers(graph)
     with open_checkpoint(checkpoint) as ckpt:
         groups = _groups(ckpt)
-        pairs = pair_layers(
-            scan.layers, groups, maps or [], lambda g: _read(ckpt, g, "moving_mean")
-        )
+        values = _Values(ckpt)
+        pairs = pair_layers(scan.layers, groups, maps or [], lambda g: values.of(g, "moving_mean"))
         rows = [
-            _compare_layer(pair.layer, pair.group, pair.method, ckpt, tolerances)
+            _compare_layer(pair.layer, pair.group, pair.method, values, tolerances)
             for pair in pairs
             if pair.layer is not None
         ]
         paired = [
-            PairedLayer(pair.layer, {role: _read(ckpt, pair.group, role) for role in ROLES})
+            PairedLayer(pair.layer, {role: values.of(pair.group, role) for role in ROLES})
             for pair in pairs
             if pair.layer is not None and pair.group is not None
         ]
         leftover = [pair.group for pair in pairs if pair.layer is None and pair.group is not None]
-        folded, unexplained, refoldable = _folded_rows(graph, leftover, ckpt, tolerances)
+        folded, unexplained, refoldable = _folded_rows(graph, leftover, values, tolerances)
         notes = tuple(ckpt.notes)
         resolved = str(ckpt.path)
         where = (ckpt.path, ckpt.kind, frozenset(v.key for v in ckpt.variables()))
@@ -196,9 +195,20 @@ def _as_group(group: CheckpointBnGroup, index: int, shapes: dict[str, tuple[int,
     )
 
 
-def _read(ckpt: Checkpoint, group: Group, role: str) -> NDArray[Any] | None:
-    key = group.keys.get(role)
-    return None if key is None else np.asarray(ckpt.read(key))
+class _Values:
+    """The checkpoint's BN values, each tensor read once however often it is compared."""
+
+    def __init__(self, ckpt: Checkpoint) -> None:
+        self.ckpt = ckpt
+        self._read: dict[str, NDArray[Any]] = {}
+
+    def of(self, group: Group, role: str) -> NDArray[Any] | None:
+        key = group.keys.get(role)
+        if key is None:
+            return None
+        if key not in self._read:
+            self._read[key] = np.asarray(self.ckpt.read(key))
+        return self._read[key]
 
 
 def _diff(ours: NDArray[Any], theirs: NDArray[Any]) -> StatDiff:
@@ -213,7 +223,7 @@ def _compare_layer(
     layer: BnLayer,
     group: Group | None,
     method: str | None,
-    ckpt: Checkpoint,
+    values: _Values,
     tolerances: Tolerances,
 ) -> tuple[int, LayerComparison]:
     findings = layer_findings(layer)
@@ -223,7 +233,7 @@ def _compare_layer(
     for role in ROLES if group is not None else ():
         assert group is not None
         param = layer.params[role]
-        theirs = _read(ckpt, group, role)
+        theirs = values.of(group, role)
         if theirs is None:
             if param.kind == "const":
                 missing.append(role)
@@ -306,7 +316,7 @@ def _pairing_findings(
 def _folded_rows(
     graph: Any,
     groups: list[Group],
-    ckpt: Checkpoint,
+    values: _Values,
     tolerances: Tolerances,
 ) -> tuple[list[tuple[int, LayerComparison]], list[Group], list[FoldedLayer]]:
     """Explain checkpoint groups with no graph layer as BN folded into a convolution."""
@@ -323,7 +333,7 @@ def _folded_rows(
             unexplained.append(group)
             continue
         free.remove(candidate)
-        row, folded = _fold_row(candidate, group, ckpt, tolerances)
+        row, folded = _fold_row(candidate, group, values, tolerances)
         rows.append((candidate.position, row))
         if folded is not None:
             refoldable.append(folded)
@@ -341,10 +351,11 @@ def _candidate_for(group: Group, candidates: list[FoldCandidate]) -> FoldCandida
 
 
 def _fold_row(
-    candidate: FoldCandidate, group: Group, ckpt: Checkpoint, tolerances: Tolerances
+    candidate: FoldCandidate, group: Group, values: _Values, tolerances: Tolerances
 ) -> tuple[LayerComparison, FoldedLayer | None]:
+    ckpt = values.ckpt
     kernel_key, bias_key = _kernel_keys(candidate, group, ckpt)
-    stats_values = {role: _read(ckpt, group, role) for role in ROLES}
+    stats_values = {role: values.of(group, role) for role in ROLES}
     findings: list[Finding] = []
     stats: dict[str, StatDiff] = {}
     folded = None
