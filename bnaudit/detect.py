@@ -234,55 +234,68 @@ def _other_input(body: Body, node: Any, position: int) -> TensorRef:
 
 
 def _decomposed_core(body: Body, stack: Stack, rsqrt: Any) -> _Core | None:
-    """Recognise `tf.nn.batch_normalization`'s decomposition around an Rsqrt, or None."""
-    mul = ("Mul",)
+    """Recognise `tf.nn.batch_normalization`'s decomposition around an Rsqrt, or None.
+
+    `scale` is the Rsqrt itself (no gamma) or `Rsqrt * gamma`; the layer's output adds
+    `x * scale` to `beta - mean * scale` (or to `(-mean) * scale` without beta). Training
+    graphs hang gradient ops on the same tensors, so the structure is searched for, not
+    counted.
+    """
     added = body.inputs(rsqrt)[0]
     add = body.nodes.get(added.node)
     if add is None or add.op not in ("Add", "AddV2") or len(add.input) != 2:
         return None
-    scale_name, gamma = rsqrt.name, None
-    users = _consumers(body, rsqrt.name, mul)
-    if len(users) == 1 and len(_consumers(body, users[0][0].name, mul)) == 2:
-        gamma_mul, position = users[0]
-        scale_name, gamma = gamma_mul.name, _other_input(body, gamma_mul, position)
-    muls = _consumers(body, scale_name, mul)
-    if len(muls) != 2:
-        return None
-    x_mul = mean_ref = None
-    beta: TensorRef | None = None
-    for node, position in muls:
-        # beta - mean * scale, or (-mean) * scale without beta; the other Mul is x * scale.
-        other = _other_input(body, node, position)
+    candidates: list[tuple[str, TensorRef | None]] = [(rsqrt.name, None)]
+    for gamma_mul, position in _consumers(body, rsqrt.name, ("Mul",)):
+        candidates.append((gamma_mul.name, _other_input(body, gamma_mul, position)))
+    for scale_name, gamma in candidates:
+        found = _normalization(body, scale_name)
+        if found is None:
+            continue
+        mean_ref, beta, output = found
+        variance, eps_ref = body.inputs(add)
+        return _Core(
+            body=body,
+            stack=stack,
+            node=rsqrt,
+            op="decomposed",
+            inputs={
+                "gamma": gamma,
+                "beta": beta,
+                "moving_mean": mean_ref,
+                "moving_variance": variance,
+            },
+            epsilon=_scalar(body, eps_ref),
+            data_format=None,
+            is_training=None,
+            output=output,
+        )
+    return None
+
+
+def _normalization(body: Body, scale_name: str) -> tuple[TensorRef, TensorRef | None, str] | None:
+    """(mean, beta, output node) when `x * scale + (beta - mean * scale)` hangs on scale."""
+    muls = _consumers(body, scale_name, ("Mul",))
+    for mean_mul, mean_position in muls:
+        other = _other_input(body, mean_mul, mean_position)
         other_node = body.nodes.get(other.node)
-        subs = _consumers(body, node.name, ("Sub",))
-        if subs and subs[0][1] == 1:
-            mean_ref, beta = other, body.inputs(subs[0][0])[0]
+        shift: str | None = None
+        beta: TensorRef | None = None
+        mean_ref = other
+        subs = [sub for sub, position in _consumers(body, mean_mul.name, ("Sub",)) if position == 1]
+        if subs:
+            shift, beta = subs[0].name, body.inputs(subs[0])[0]
         elif other_node is not None and other_node.op == "Neg":
-            mean_ref = body.inputs(other_node)[0]
-        else:
-            x_mul = node
-    if x_mul is None or mean_ref is None:
-        return None
-    outputs = _consumers(body, x_mul.name, ("Add", "AddV2"))
-    if not outputs:
-        return None
-    variance, eps_ref = body.inputs(add)
-    return _Core(
-        body=body,
-        stack=stack,
-        node=rsqrt,
-        op="decomposed",
-        inputs={
-            "gamma": gamma,
-            "beta": beta,
-            "moving_mean": mean_ref,
-            "moving_variance": variance,
-        },
-        epsilon=_scalar(body, eps_ref),
-        data_format=None,
-        is_training=None,
-        output=outputs[0][0].name,
-    )
+            shift, mean_ref = mean_mul.name, body.inputs(other_node)[0]
+        if shift is None:
+            continue
+        for x_mul, _ in muls:
+            if x_mul is mean_mul:
+                continue
+            for output, _ in _consumers(body, x_mul.name, ("Add", "AddV2")):
+                if shift in {ref.node for ref in body.inputs(output)}:
+                    return mean_ref, beta, output.name
+    return None
 
 
 def _scalar(body: Body, ref: TensorRef) -> float | None:
