@@ -4,7 +4,8 @@ Strategies, strongest first; each pair records the one that made it:
 - `map`: the user's `--map OLD=NEW` rules rewrote the graph names into checkpoint names;
 - `exact`: a parameter Const of the graph is named like a checkpoint variable;
 - `scope`: the scopes agree once framework decorations are removed (`/read`,
-  `ReadVariableOp`, Keras' model-name prefix and `_1` suffix, `.ATTRIBUTES/...`);
+  `ReadVariableOp`, Keras' model-name prefix, `.ATTRIBUTES/...`, and the `_1` a traced
+  Keras call adds);
 - `order`: the remaining layers and groups line up one to one, in order, channel for channel;
 - `values`: a remaining layer's statistics equal exactly one remaining group's.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from numpy.typing import NDArray
 from bnaudit.detect import BnLayer
 
 _KERAS_FUNCTIONAL = re.compile(r"^(functional|model|sequential)(_\d+)?/")
-_GRAPH_SUFFIX = re.compile(r"_1$")
+_CALL_SUFFIX = re.compile(r"_\d+$")
 _DECORATIONS = re.compile(r"(/read|/ReadVariableOp.*|/\.ATTRIBUTES/.*|/Cast(_\d+)?)$")
 
 
@@ -67,7 +68,7 @@ def normalize(name: str) -> str:
     """A name with framework decorations removed, for comparing graph and checkpoint names."""
     name = _DECORATIONS.sub("", name)
     name = _KERAS_FUNCTIONAL.sub("", name)
-    return "/".join(_GRAPH_SUFFIX.sub("", part) for part in name.split("/"))
+    return name
 
 
 def _layer_names(layer: BnLayer) -> set[str]:
@@ -96,7 +97,9 @@ def pair_layers(
     if maps:
         take("map", lambda layer, g: bool(_rewrite(_layer_names(layer), maps) & _group_names(g)))
     take("exact", lambda layer, g: bool(_layer_names(layer) & set(g.keys.values())))
-    take("scope", lambda layer, g: bool(_scope_keys(layer.scope) & {normalize(n) for n in g.names}))
+    group_names = {id(g): {normalize(n) for n in g.names} for g in groups}
+    for first_choice in (True, False):
+        take("scope", partial(_same_scope, group_names=group_names, first_choice=first_choice))
     if free_layers and len(free_layers) == len(free_groups):
         ordered = sorted(free_groups, key=lambda g: g.order)
         if all(_channels_agree(lay, g) for lay, g in zip(free_layers, ordered, strict=True)):
@@ -108,13 +111,28 @@ def pair_layers(
     return pairs
 
 
-def _scope_keys(scope: str) -> set[str]:
-    """A graph scope, normalized, with and without its first part (a Keras model's name,
-    `resnet50_1/`, which checkpoints never carry)."""
-    keys = {normalize(scope)}
+def _same_scope(
+    layer: BnLayer, group: Group, group_names: dict[int, set[str]], first_choice: bool
+) -> bool:
+    return bool(_scope_keys(layer, first_choice) & group_names[id(group)])
+
+
+def _scope_keys(layer: BnLayer, first_choice: bool) -> set[str]:
+    """The names a graph layer's scope may have in a checkpoint, in two rounds.
+
+    A graph traced from a TF2 function (its constants are `.../resource`) calls each Keras
+    layer inside a fresh name scope, so `bn1` appears as `bn1_1`: there the first round
+    drops that suffix. Elsewhere `bn_1` is a name of its own, tried as it is first.
+    """
+    scope = layer.scope
+    names = {normalize(scope)}
     if "/" in scope:
-        keys.add(normalize(scope.split("/", 1)[1]))
-    return keys
+        names.add(normalize(scope.split("/", 1)[1]))  # a Keras model's name, `resnet50_1/`
+    traced = any(
+        p.kind == "const" and p.source.endswith("/resource") for p in layer.params.values()
+    )
+    stripped = {_CALL_SUFFIX.sub("", name) for name in names}
+    return (stripped if traced else names) if first_choice else (names if traced else stripped)
 
 
 def _group_names(group: Group) -> set[str]:
@@ -128,7 +146,8 @@ def _rewrite(names: set[str], maps: list[tuple[str, str]]) -> set[str]:
             if old in name:
                 name = name.replace(old, new, 1)
         out.add(name)
-    return out | {normalize(n) for n in out}
+    normalized = {normalize(n) for n in out}
+    return out | normalized | {_CALL_SUFFIX.sub("", n) for n in normalized}
 
 
 def _channels_agree(layer: BnLayer, group: Group) -> bool:

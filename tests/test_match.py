@@ -35,7 +35,7 @@ def _methods(pairs) -> dict[str, tuple[str | None, str | None]]:  # type: ignore
 
 
 def test_normalize_strips_framework_decorations() -> None:
-    assert normalize("functional_1/bn1_1") == "bn1"
+    assert normalize("functional_1/bn1_1") == "bn1_1"  # the call suffix is pairing's business
     assert normalize("model/bn1/moving_mean/read") == "bn1/moving_mean"
     assert (
         normalize("model/_operations/2/gamma/.ATTRIBUTES/VARIABLE_VALUE") == "_operations/2/gamma"
@@ -47,6 +47,29 @@ def test_scope_pairs_a_named_keras_model() -> None:
         [_layer("resnet50_1/conv1_bn_1", 4)], [_group("conv1_bn", 4, 0)], [], lambda g: None
     )
     assert _methods(pairs) == {"resnet50_1/conv1_bn_1": ("conv1_bn", "scope")}
+
+
+def test_numbered_names_pair_with_themselves() -> None:
+    """TF1 default names: `batch_normalization_1` is its own layer, not a call suffix."""
+    layers = [_layer("batch_normalization", 4), _layer("batch_normalization_1", 8)]
+    groups = [_group("batch_normalization_1", 8, 1), _group("batch_normalization", 4, 0)]
+    assert _methods(pair_layers(layers, groups, [], lambda g: None)) == {
+        "batch_normalization": ("batch_normalization", "scope"),
+        "batch_normalization_1": ("batch_normalization_1", "scope"),
+    }
+
+
+def test_traced_keras_scopes_drop_the_call_suffix() -> None:
+    """A traced Keras 3 graph names layer `batch_normalization` `.../batch_normalization_1`."""
+    layers = [
+        _layer("functional_1/batch_normalization_1", 4, source="f/Cast/ReadVariableOp/resource"),
+        _layer("functional_1/batch_normalization_1_1", 8, source="g/Cast/ReadVariableOp/resource"),
+    ]
+    groups = [_group("batch_normalization", 4, 0), _group("batch_normalization_1", 8, 1)]
+    assert _methods(pair_layers(layers, groups, [], lambda g: None)) == {
+        "functional_1/batch_normalization_1": ("batch_normalization", "scope"),
+        "functional_1/batch_normalization_1_1": ("batch_normalization_1", "scope"),
+    }
 
 
 def test_order_then_values_then_unpaired() -> None:
