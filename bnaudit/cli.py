@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -288,6 +289,9 @@ def _parse_run_options(run: dict[str, Any]) -> Any:
     )
 
 
+_CHECKPOINT_FILE = re.compile(r"\.(index|meta|data-\d{5}-of-\d{5})$")
+
+
 def _refuse_overwrite(option: str, written: Path | None, inputs: list[Path]) -> None:
     """Refuse to write over an input, a file inside an input directory, or a checkpoint's file."""
     if written is None:
@@ -295,10 +299,13 @@ def _refuse_overwrite(option: str, written: Path | None, inputs: list[Path]) -> 
     target = written.resolve()
     for path in inputs:
         source = path.resolve()
+        if source.name == "saved_model.pb":  # the SavedModel's variables/ are read too
+            source = source.parent
         same = target == source
         inside = source.is_dir() and source in target.parents
-        # a Saver prefix `dir/model.ckpt-20` stands for `dir/model.ckpt-20.index`, ...
-        sibling = target.parent == source.parent and target.name.startswith(source.name + ".")
+        # a Saver prefix `dir/model.ckpt-20` (or one of its files) stands for all its files
+        stem = _CHECKPOINT_FILE.sub("", source.name)
+        sibling = target.parent == source.parent and target.name.startswith(stem + ".")
         if same or inside or sibling:
             raise click.UsageError(
                 f"{option} {written} would write over the input {path}; bnaudit never writes "

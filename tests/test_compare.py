@@ -160,4 +160,7 @@ def test_reports_never_land_on_a_checkpoint(runner: CliRunner, tmp_path: Path) -
     prefix = tmp_path / "ckpt" / "model.ckpt-20"
     result = runner.invoke(main, ["compare", str(prefix), graph, "-o", f"{prefix}.index"])
     assert result.exit_code == 2
+    data = f"{prefix}.data-00000-of-00001"
+    result = runner.invoke(main, ["compare", f"{prefix}.index", graph, "-o", data])
+    assert result.exit_code == 2
     assert _digest(tmp_path / "ckpt") == before
