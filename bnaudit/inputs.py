@@ -69,10 +69,15 @@ class Inputs:
 
 
 def placeholders(graph_def: Any) -> list[Placeholder]:
-    """The top-level placeholders of a GraphDef, in file order."""
+    """The top-level placeholders of a GraphDef that something reads, in file order.
+
+    Freezing can leave placeholders nothing consumes (`unused_control_flow_input`); they
+    need no value, and asking the user for their shape would be noise.
+    """
+    used = {text.lstrip("^").split(":")[0] for node in graph_def.node for text in node.input}
     found = []
     for node in graph_def.node:
-        if node.op not in ("Placeholder", "PlaceholderWithDefault"):
+        if node.op not in ("Placeholder", "PlaceholderWithDefault") or node.name not in used:
             continue
         dtype = NUMPY_DTYPES.get(int(node.attr["dtype"].type) % 100)
         shape = shape_of(node.attr["shape"].shape) if "shape" in node.attr else None

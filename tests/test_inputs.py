@@ -81,3 +81,15 @@ def test_saved_inputs_replay_identically(tmp_path: Path) -> None:
     assert make_inputs(found, set(), InputOptions(arrays=given)).arrays["input"].dtype == np.float32
     with pytest.raises(BnauditError, match="shape"):
         make_inputs(found, set(), InputOptions(arrays={"input": np.ones((2, 3))}))
+
+
+def test_placeholders_nothing_reads_are_not_inputs() -> None:
+    from bnaudit import protos
+    from bnaudit.inputs import placeholders
+
+    graph = protos.GraphDef()
+    used = graph.node.add(name="x", op="Placeholder")
+    used.attr["dtype"].type = 1
+    graph.node.add(name="unused_control_flow_input", op="Placeholder").attr["dtype"].type = 1
+    graph.node.add(name="y", op="Identity", input=["x"])
+    assert [p.name for p in placeholders(graph)] == ["x"]
