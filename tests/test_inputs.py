@@ -31,6 +31,7 @@ def _graph() -> object:
     keep = graph_def.node.add(name="keep_prob", op="PlaceholderWithDefault", input=["one"])
     keep.attr["dtype"].type = 1
     keep.attr["shape"].shape.SetInParent()
+    graph_def.node.add(name="y", op="IdentityN", input=["input", "is_training", "keep_prob"])
     return graph_def
 
 
