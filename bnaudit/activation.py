@@ -9,6 +9,7 @@ it sees inputs that already differ.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,10 +309,12 @@ def _keras_side(
     """The `.keras` model in inference, each BN layer paired by its checkpoint scope."""
     from bnaudit.run import KerasSide
 
+    # A Keras layer applied twice has no single output to expose: such rows are left out.
+    applied = Counter(row.checkpoint_scope for row in rows if row.checkpoint_scope)
     fetches = {
         f"{row.name}:0": row.checkpoint_scope or normalize(row.scope)
         for row in rows
-        if row.checkpoint_scope or row.scope
+        if (row.checkpoint_scope or row.scope) and applied[row.checkpoint_scope or ""] <= 1
     }
     fetches.update({f"{name}:0": f"output:{i}" for i, name in enumerate(outputs)})
     side = KerasSide(

@@ -7,7 +7,8 @@ Strategies, strongest first; each pair records the one that made it:
   `ReadVariableOp`, Keras' model-name prefix, `.ATTRIBUTES/...`, and the `_1` a traced
   Keras call adds);
 - `order`: the remaining layers and groups line up one to one, in order, channel for channel;
-- `values`: a remaining layer's statistics equal exactly one remaining group's.
+- `values`: a remaining layer's statistics equal exactly one remaining group's;
+- `shared`: a layer applied a second time reads the same constants as a paired one.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Pair:
     layer: BnLayer | None
     group: Group | None
     method: str | None
-    """`map`, `exact`, `scope`, `order` or `values`; None when unpaired."""
+    """`map`, `exact`, `scope`, `order`, `values` or `shared`; None when unpaired."""
 
 
 def parse_maps(rules: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -106,6 +107,13 @@ def pair_layers(
             pairs += [Pair(lay, g, "order") for lay, g in zip(free_layers, ordered, strict=True)]
             free_layers, free_groups = [], []
     take("values", lambda layer, g: _same_values(layer, g, stats_of))
+    # A layer applied twice (shared weights) reads the same constants at each application.
+    for layer in list(free_layers):
+        sources = _const_sources(layer)
+        twin = next((p for p in pairs if p.layer and _const_sources(p.layer) == sources), None)
+        if sources and twin is not None:
+            pairs.append(Pair(layer, twin.group, "shared"))
+            free_layers.remove(layer)
     pairs += [Pair(layer, None, None) for layer in free_layers]
     pairs += [Pair(None, group, None) for group in free_groups]
     return pairs
@@ -133,6 +141,10 @@ def _scope_keys(layer: BnLayer, first_choice: bool) -> set[str]:
     )
     stripped = {_CALL_SUFFIX.sub("", name) for name in names}
     return (stripped if traced else names) if first_choice else (names if traced else stripped)
+
+
+def _const_sources(layer: BnLayer) -> frozenset[tuple[str, str]]:
+    return frozenset((role, p.source) for role, p in layer.params.items() if p.kind == "const")
 
 
 def _group_names(group: Group) -> set[str]:

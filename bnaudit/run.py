@@ -279,7 +279,13 @@ class _KerasRunner:
             return False
         if target.startswith("output:"):
             return self.side.outputs == len(self.model.outputs)
-        return target in self.layers
+        if target not in self.layers:
+            return False
+        try:  # a layer called more than once has no single output
+            self.layers[target].output  # noqa: B018
+        except (AttributeError, ValueError):
+            return False
+        return True
 
     def _tensor(self, target: str) -> Any:
         if target.startswith("output:"):

@@ -103,3 +103,10 @@ def test_exact_and_map() -> None:
 def test_parse_maps_rejects_malformed_rules() -> None:
     with pytest.raises(ValueError, match="OLD=NEW"):
         parse_maps(("nothing",))
+
+
+def test_a_layer_applied_twice_pairs_with_its_one_group() -> None:
+    first = _layer("bn", 4, source="bn/moving_mean")
+    again = _layer("bn_1", 4, source="bn/moving_mean")  # reuse=True reads the same constants
+    pairs = pair_layers([first, again], [_group("bn", 4, 0)], [], lambda g: None)
+    assert _methods(pairs) == {"bn": ("bn", "exact"), "bn_1": ("bn", "shared")}
