@@ -405,7 +405,7 @@ def _layer(
         flag=flag,
         epsilon=core.epsilon,
         channels=_channels(params),
-        data_format=core.data_format or _implied_format(params),
+        data_format=core.data_format or _implied_format(core, params),
         params=params,
         position=graph.order.get(output, len(graph.order)),
         core_nodes=(core.node.name,),
@@ -449,16 +449,41 @@ def _param(source: Source | None) -> Param:
     return Param("other", f"{source.op} {source.node}", None)
 
 
-def _implied_format(params: dict[str, Param]) -> str | None:
-    """A decomposition's layout, from how its parameters broadcast against the input."""
-    for param in params.values():
+def _implied_format(core: _Core, params: dict[str, Param]) -> str | None:
+    """A decomposition's layout, from how its parameters broadcast against the input.
+
+    Keras reshapes the parameters of `BatchNormalization(axis=1)` to `[1, C, 1, 1]`; a
+    1-D parameter broadcasts along the last axis.
+    """
+    for role, param in params.items():
         value = param.value
         if value is None or value.size <= 1:
             continue
-        if value.ndim == 1 or value.shape[-1] == value.size:
-            return "channels_last"
-        if value.ndim >= 3 and value.shape[1] == value.size:
+        ref = core.inputs[role]
+        shape = _reshaped_to(core.body, ref) if ref is not None else None
+        shape = shape or value.shape
+        if len(shape) >= 3 and shape[1] == value.size:
             return "channels_first"
+        if shape[-1] == value.size:
+            return "channels_last"
+    return None
+
+
+def _reshaped_to(body: Body, ref: TensorRef) -> tuple[int, ...] | None:
+    """The Const target shape of a Reshape on the way from `ref` back to its source."""
+    for _ in range(8):
+        node = body.nodes.get(ref.node)
+        if node is None or not node.input:
+            return None
+        if node.op == "Reshape":
+            target = body.nodes.get(body.inputs(node)[1].node)
+            if target is None or target.op != "Const":
+                return None
+            value = decode_tensor(target.attr["value"].tensor)
+            return None if value is None else tuple(int(d) for d in value.reshape(-1))
+        if node.op not in ("Identity", "Cast", "ReadVariableOp", "Snapshot"):
+            return None
+        ref = body.inputs(node)[0]
     return None
 
 
