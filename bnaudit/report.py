@@ -96,8 +96,24 @@ class LayerReport:
         return status_of(self.findings)
 
 
+class _Verdict:
+    """`all_findings` and `passed`, shared by the reports (graph and layer findings, threshold)."""
+
+    layers: tuple[Any, ...]
+    findings: tuple[Finding, ...]
+    fail_on: Severity | None
+
+    @property
+    def all_findings(self) -> list[Finding]:
+        return [*self.findings, *(f for layer in self.layers for f in layer.findings)]
+
+    @property
+    def passed(self) -> bool:
+        return passes(self.all_findings, self.fail_on)
+
+
 @dataclass(frozen=True)
-class ListReport:
+class ListReport(_Verdict):
     """What `list-bn` found in one frozen graph."""
 
     graph: str
@@ -108,14 +124,6 @@ class ListReport:
     fail_on: Severity | None = Severity.ERROR
     """The threshold; None never fails."""
     command: str = field(default="list-bn", init=False)
-
-    @property
-    def all_findings(self) -> list[Finding]:
-        return [*self.findings, *(f for layer in self.layers for f in layer.findings)]
-
-    @property
-    def passed(self) -> bool:
-        return passes(self.all_findings, self.fail_on)
 
 
 def passes(findings: list[Finding], fail_on: Severity | None) -> bool:
@@ -134,6 +142,10 @@ def _number(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else value
 
 
+def _header(report: ListReport | CompareReport) -> dict[str, Any]:
+    return {"schema_version": SCHEMA_VERSION, "command": report.command, "passed": report.passed}
+
+
 def finding_dict(finding: Finding) -> dict[str, Any]:
     return {"code": finding.code, "severity": finding.severity.label, "message": finding.message}
 
@@ -141,9 +153,7 @@ def finding_dict(finding: Finding) -> dict[str, Any]:
 def list_report_dict(report: ListReport) -> dict[str, Any]:
     """The `list-bn` JSON contract (schema_version 1)."""
     return {
-        "schema_version": SCHEMA_VERSION,
-        "command": report.command,
-        "passed": report.passed,
+        **_header(report),
         "graph": report.graph,
         "layers": [
             {
@@ -228,7 +238,7 @@ class LayerComparison:
 
 
 @dataclass(frozen=True)
-class CompareReport:
+class CompareReport(_Verdict):
     """What `compare` found between one checkpoint and one frozen graph."""
 
     checkpoint: str
@@ -250,21 +260,11 @@ class CompareReport:
     """The graph's final outputs in both runs."""
     command: str = field(default="compare", init=False)
 
-    @property
-    def all_findings(self) -> list[Finding]:
-        return [*self.findings, *(f for layer in self.layers for f in layer.findings)]
-
-    @property
-    def passed(self) -> bool:
-        return passes(self.all_findings, self.fail_on)
-
 
 def compare_report_dict(report: CompareReport) -> dict[str, Any]:
     """The `compare` JSON contract (schema_version 1)."""
     return {
-        "schema_version": SCHEMA_VERSION,
-        "command": report.command,
-        "passed": report.passed,
+        **_header(report),
         "checkpoint": report.checkpoint,
         "graph": report.graph,
         "layers": [
