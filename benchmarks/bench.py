@@ -49,7 +49,7 @@ g.ParseFromString(open(sys.argv[1], "rb").read())
 """
 BYTES_ONLY = """\
 import sys
-from bnaudit.protos import GraphDef
+from bnaudit.formats.protos import GraphDef
 g = GraphDef()
 g.ParseFromString(open(sys.argv[1], "rb").read())
 """

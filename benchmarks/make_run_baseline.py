@@ -27,11 +27,12 @@ def inputs_name(batch: int) -> str:
 
 def prepare(checkpoint: Path, graph: Path, outdir: Path, batch: int) -> None:
     """Write the reference graph, the inputs and the fetch list as `compare` would use them."""
-    from bnaudit.activation import final_outputs
-    from bnaudit.compare import audit
-    from bnaudit.inputs import InputOptions, make_inputs, placeholders, save_arrays
-    from bnaudit.reference import patched_reference
-    from bnaudit.report import FAIL_ON, Tolerances
+    from bnaudit.audit.compare import audit
+    from bnaudit.findings import FAIL_ON
+    from bnaudit.report.results import Tolerances
+    from bnaudit.run.inputs import InputOptions, make_inputs, placeholders, save_arrays
+    from bnaudit.run.patch import patched_reference
+    from bnaudit.run.pipeline import final_outputs
 
     static = audit(checkpoint, graph, Tolerances(), [], FAIL_ON["error"])
     reference = patched_reference(static.graph, static.layers, static.paired, static.folded)

@@ -15,7 +15,8 @@ import click
 
 from bnaudit import __version__
 from bnaudit.errors import BnauditError, ExitCode
-from bnaudit.report import FAIL_ON, Tolerances
+from bnaudit.findings import FAIL_ON
+from bnaudit.report.results import Tolerances
 
 # TensorFlow is imported only where a graph must run; keep its C++ logging off the terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -30,7 +31,7 @@ def _path_argument(name: str) -> Callable[[Any], Any]:
 
 
 def _report_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    from bnaudit.render import REPORTERS
+    from bnaudit.report import REPORTERS
 
     options = [
         click.option(
@@ -158,8 +159,8 @@ def list_bn_command(
     health of its statistics. Exit codes: 0 passed, 1 findings at or above --fail-on,
     2 usage error, 3 an input could not be read.
     """
-    from bnaudit.listing import list_bn
-    from bnaudit.render import summary_line
+    from bnaudit.audit.listing import list_bn
+    from bnaudit.report.cells import summary_line
 
     with _user_errors(debug):
         _refuse_overwrite("--output", output, [graph])
@@ -225,9 +226,9 @@ def compare_command(
     Exit codes: 0 passed, 1 findings at or above --fail-on, 2 usage error, 3 an input could
     not be read or run.
     """
-    from bnaudit.compare import audit
-    from bnaudit.match import parse_maps
-    from bnaudit.render import summary_line
+    from bnaudit.audit.compare import audit
+    from bnaudit.audit.match import parse_maps
+    from bnaudit.report.cells import summary_line
 
     try:
         rules = parse_maps(maps)
@@ -242,7 +243,7 @@ def compare_command(
         static = audit(checkpoint, graph, tolerances, rules, FAIL_ON[fail_on])
         report = static.report
         if run_options is not None:
-            from bnaudit.activation import run_compare
+            from bnaudit.run.pipeline import run_compare
 
             def progress(text: str) -> None:
                 if not run["quiet"]:
@@ -267,8 +268,8 @@ def _input_files(run: dict[str, Any]) -> list[Path]:
 
 def _parse_run_options(run: dict[str, Any]) -> Any:
     """The run's options as a RunOptions, or a click usage error."""
-    from bnaudit.activation import RunOptions
-    from bnaudit.inputs import InputOptions, load_arrays, parse_assignment, parse_shape
+    from bnaudit.run.inputs import InputOptions, load_arrays, parse_assignment, parse_shape
+    from bnaudit.run.pipeline import RunOptions
 
     try:
         shapes = dict(parse_shape(text) for text in run["shapes"])
@@ -315,7 +316,7 @@ def _refuse_overwrite(option: str, written: Path | None, inputs: list[Path]) -> 
 
 def _emit(report: Any, format_name: str, output: Path | None) -> None:
     """Render `report` with the chosen reporter to stdout or to `output`."""
-    from bnaudit.render import REPORTERS
+    from bnaudit.report import REPORTERS
 
     rendered = REPORTERS[format_name](report)
     if not isinstance(rendered, str):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from ckpt_factory import build
 
-from bnaudit.bundle import OBJECT_GRAPH_KEY, Bundle, dtype_name, snappy_decompress
+from bnaudit.checkpoint.bundle import OBJECT_GRAPH_KEY, Bundle, dtype_name, snappy_decompress
 from bnaudit.errors import BnauditError
-from bnaudit.protos import BundleEntryProto, BundleHeaderProto
+from bnaudit.formats.protos import BundleEntryProto, BundleHeaderProto
 
 
 @pytest.fixture(scope="module")

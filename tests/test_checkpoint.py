@@ -15,8 +15,8 @@ import pytest
 from ckpt_factory import build
 from conftest import MODELS
 
-from bnaudit.checkpoint import open_checkpoint
-from bnaudit.ckpt_groups import bn_groups
+from bnaudit.checkpoint.groups import bn_groups
+from bnaudit.checkpoint.resolve import open_checkpoint
 from bnaudit.errors import BnauditError
 
 FULL = {"gamma", "beta", "moving_mean", "moving_variance"}
@@ -139,8 +139,8 @@ def test_reading_never_imports_tensorflow(built: dict[str, Any], root: Path) -> 
     paths = [*built["prefixes"].values(), str(root / "model.weights.h5"), str(root / "model.keras")]
     script = (
         "import sys, json\n"
-        "from bnaudit.checkpoint import open_checkpoint\n"
-        "from bnaudit.ckpt_groups import bn_groups\n"
+        "from bnaudit.checkpoint.resolve import open_checkpoint\n"
+        "from bnaudit.checkpoint.groups import bn_groups\n"
         "for path in json.loads(sys.argv[1]):\n"
         "    ckpt = open_checkpoint(path)\n"
         "    bn_groups(ckpt)\n"

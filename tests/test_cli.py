@@ -98,7 +98,9 @@ def test_help_list_bn_and_static_compare_never_import_tensorflow() -> None:
         " '--no-run']).exit_code == 0\n"
     )
     modules = _modules_after(code)
-    assert "bnaudit.detect" in modules and "bnaudit.compare" in modules  # the commands ran
+    assert (
+        "bnaudit.audit.detect" in modules and "bnaudit.audit.compare" in modules
+    )  # the commands ran
     assert "tensorflow" not in modules
 
 
@@ -121,13 +123,13 @@ def test_text_formats_do_not_load_rich() -> None:
         "assert CliRunner().invoke(main, args).exit_code == 0\n"
     )
     modules = _modules_after(code)
-    assert "bnaudit.listing" in modules
+    assert "bnaudit.audit.listing" in modules
     assert "rich.table" not in modules
 
 
 def test_unfrozen_training_graph_is_flagged(runner: CliRunner, tmp_path: Path) -> None:
     """The training graph TensorFlow wrote into the .meta, passed as if it were frozen."""
-    from bnaudit import protos
+    from bnaudit.formats import protos
 
     meta = protos.MetaGraphDef.FromString(
         (GOOD.parent / "ckpt" / "model.ckpt-20.meta").read_bytes()

@@ -12,8 +12,8 @@ import numpy as np
 from click.testing import CliRunner
 from conftest import MODELS
 
-from bnaudit import protos
 from bnaudit.cli import main
+from bnaudit.formats import protos
 
 TF1 = MODELS / "tf1_fused_cond"
 KERAS = MODELS / "keras3_bn"

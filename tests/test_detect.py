@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import MODELS, expected
 
-from bnaudit import protos
-from bnaudit.listing import list_bn
+from bnaudit.audit.listing import list_bn
+from bnaudit.formats import protos
 
 METAS = sorted(MODELS.glob("*/ckpt/*.meta"))
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from conftest import MODELS, ROOT
 
-from bnaudit.graph import load_graph
-from bnaudit.tensors import decode_tensor
+from bnaudit.formats.tensors import decode_tensor
+from bnaudit.model import load_model
 
 NAME = "tf1_fused_cond"
 
@@ -31,8 +31,8 @@ def test_rebuilt_fixture_matches_committed(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    rebuilt = load_graph(tmp_path / NAME / "frozen.pb").graph_def
-    committed = load_graph(MODELS / NAME / "frozen.pb").graph_def
+    rebuilt = load_model(tmp_path / NAME / "frozen.pb").graph_def
+    committed = load_model(MODELS / NAME / "frozen.pb").graph_def
     assert [(n.name, n.op, list(n.input)) for n in rebuilt.node] == [
         (n.name, n.op, list(n.input)) for n in committed.node
     ]

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import expected, fixture_dirs
 
+from bnaudit.audit.listing import list_bn
 from bnaudit.cli import main
-from bnaudit.listing import list_bn
-from bnaudit.report import LayerReport
+from bnaudit.report.results import LayerReport
 
 LIST_CASES = [d for d in fixture_dirs() if "list_bn" in expected(d)]
 

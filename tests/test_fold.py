@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from bnaudit import protos
-from bnaudit.fold import check_fold, find_candidates, refold
-from bnaudit.graph import load_graph
-from bnaudit.tensors import encode_tensor
+from bnaudit.audit.fold import check_fold, find_candidates, refold
+from bnaudit.formats import protos
+from bnaudit.formats.tensors import encode_tensor
+from bnaudit.model import load_model
 
 _DT_FLOAT = 1
 
@@ -89,7 +89,7 @@ def test_depthwise_fold_is_a_candidate_and_checks(tmp_path: Path) -> None:
     for h, w, i, m in np.ndindex(*kernel.shape):
         weights[h, w, i, m] *= scale[i * 3 + m]
     offset = 0.5 - 0.25 * scale
-    graph = load_graph(_depthwise_graph(tmp_path / "g.pb", weights, offset))
+    graph = load_model(_depthwise_graph(tmp_path / "g.pb", weights, offset))
     [candidate] = find_candidates(graph)
     assert (candidate.name, candidate.scope) == ("bn/FusedBatchNormV3", "bn")
     assert (candidate.linear, candidate.linear_op) == ("dw/depthwise", "DepthwiseConv2dNative")
@@ -103,4 +103,4 @@ def test_depthwise_fold_is_a_candidate_and_checks(tmp_path: Path) -> None:
 def test_depthwise_offset_of_the_multiplier_is_no_candidate(tmp_path: Path) -> None:
     # A bias over the filter's last axis (M values) is not per output channel (in * M).
     path = _depthwise_graph(tmp_path / "g.pb", np.ones((3, 3, 2, 3)), np.zeros(3))
-    assert find_candidates(load_graph(path)) == []
+    assert find_candidates(load_model(path)) == []

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnaudit import protos
 from bnaudit.errors import BnauditError
-from bnaudit.graph import load_graph
+from bnaudit.formats import protos
+from bnaudit.model import load_model
 
 
 def _write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -38,7 +38,7 @@ def _small_graph() -> bytes:
 )
 def test_non_graph_files_are_named(tmp_path: Path, name: str, data: bytes, phrase: str) -> None:
     with pytest.raises(BnauditError, match=phrase):
-        load_graph(_write(tmp_path, name, data))
+        load_model(_write(tmp_path, name, data))
 
 
 def test_zip_archive_is_named(tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ def test_zip_archive_is_named(tmp_path: Path) -> None:
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("config.json", "{}")
     with pytest.raises(BnauditError, match="zip archive"):
-        load_graph(path)
+        load_model(path)
 
 
 def test_saved_model_file_and_directory(tmp_path: Path) -> None:
@@ -54,36 +54,36 @@ def test_saved_model_file_and_directory(tmp_path: Path) -> None:
     saved.meta_graphs.add().graph_def.ParseFromString(_small_graph())
     path = _write(tmp_path, "saved_model.pb", saved.SerializeToString())
     with pytest.raises(BnauditError, match="SavedModel"):
-        load_graph(path)
+        load_model(path)
     with pytest.raises(BnauditError, match="SavedModel directory"):
-        load_graph(tmp_path)
+        load_model(tmp_path)
 
 
 def test_meta_graph_is_named(tmp_path: Path) -> None:
     meta = protos.MetaGraphDef()
     meta.graph_def.ParseFromString(_small_graph())
     with pytest.raises(BnauditError, match="MetaGraphDef"):
-        load_graph(_write(tmp_path, "model.ckpt.meta", meta.SerializeToString()))
+        load_model(_write(tmp_path, "model.ckpt.meta", meta.SerializeToString()))
 
 
 def test_missing_file_and_plain_directory(tmp_path: Path) -> None:
     with pytest.raises(BnauditError, match="no such file"):
-        load_graph(tmp_path / "nope.pb")
+        load_model(tmp_path / "nope.pb")
     with pytest.raises(BnauditError, match="is a directory"):
-        load_graph(tmp_path)
+        load_model(tmp_path)
 
 
 def test_dangling_input_reads_as_truncated(tmp_path: Path) -> None:
     graph = protos.GraphDef()
     graph.node.add(name="y", op="Identity", input=["x"])
     with pytest.raises(BnauditError, match="truncated"):
-        load_graph(_write(tmp_path, "cut.pb", graph.SerializeToString()))
+        load_model(_write(tmp_path, "cut.pb", graph.SerializeToString()))
 
 
 def test_truncated_bytes(tmp_path: Path) -> None:
     data = _small_graph()
     with pytest.raises(BnauditError):
-        load_graph(_write(tmp_path, "half.pb", data[: len(data) // 2 + 1]))
+        load_model(_write(tmp_path, "half.pb", data[: len(data) // 2 + 1]))
 
 
 def test_text_and_binary_read_alike(tmp_path: Path) -> None:
@@ -91,8 +91,8 @@ def test_text_and_binary_read_alike(tmp_path: Path) -> None:
 
     binary = protos.GraphDef.FromString(_small_graph())
     text_path = _write(tmp_path, "g.pbtxt", text_format.MessageToString(binary).encode())
-    assert [n.name for n in load_graph(text_path).graph_def.node] == ["x", "y"]
-    assert list(load_graph(_write(tmp_path, "g.pb", _small_graph())).top.nodes) == ["x", "y"]
+    assert [n.name for n in load_model(text_path).graph_def.node] == ["x", "y"]
+    assert list(load_model(_write(tmp_path, "g.pb", _small_graph())).top.nodes) == ["x", "y"]
 
 
 def test_topological_order_ignores_file_order(tmp_path: Path) -> None:
@@ -100,5 +100,5 @@ def test_topological_order_ignores_file_order(tmp_path: Path) -> None:
     graph.node.add(name="b", op="Identity", input=["a"])
     graph.node.add(name="c", op="Identity", input=["b", "^a"])
     graph.node.add(name="a", op="Placeholder")
-    order = load_graph(_write(tmp_path, "g.pb", graph.SerializeToString())).order
+    order = load_model(_write(tmp_path, "g.pb", graph.SerializeToString())).order
     assert order["a"] < order["b"] < order["c"]

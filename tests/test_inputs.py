@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnaudit import protos
 from bnaudit.errors import BnauditError
-from bnaudit.inputs import (
+from bnaudit.formats import protos
+from bnaudit.run.inputs import (
     InputOptions,
     load_arrays,
     make_inputs,
@@ -85,8 +85,8 @@ def test_saved_inputs_replay_identically(tmp_path: Path) -> None:
 
 
 def test_placeholders_nothing_reads_are_not_inputs() -> None:
-    from bnaudit import protos
-    from bnaudit.inputs import placeholders
+    from bnaudit.formats import protos
+    from bnaudit.run.inputs import placeholders
 
     graph = protos.GraphDef()
     used = graph.node.add(name="x", op="Placeholder")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bnaudit.detect import BnLayer, Param
-from bnaudit.match import Group, normalize, pair_layers, parse_maps
+from bnaudit.audit.detect import BnLayer, Param
+from bnaudit.audit.match import Group, pair_layers, parse_maps
+from bnaudit.names import normalize
 
 
 def _layer(scope: str, channels: int, mean: float = 0.5, source: str | None = None) -> BnLayer:

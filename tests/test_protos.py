@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bnaudit import protos
+from bnaudit.formats import protos
 
 
 def _tf_descriptor(name: str):  # type: ignore[no-untyped-def]

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bnaudit.render import render_json, render_markdown
-from bnaudit.report import Finding, FlagInfo, LayerReport, ListReport, ParamSummary, Severity
-from bnaudit.table import render_table
+from bnaudit.findings import Finding, Severity
+from bnaudit.report.results import FlagInfo, LayerReport, ListReport, ParamSummary
+from bnaudit.report.table import render_table
+from bnaudit.report.text import render_json, render_markdown
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -96,7 +97,7 @@ def test_passing_with_threshold_never() -> None:
 def test_junit_has_one_case_per_layer_and_fails_on_errors() -> None:
     import xml.etree.ElementTree as ET
 
-    from bnaudit.render import render_junit
+    from bnaudit.report.text import render_junit
 
     suite = ET.fromstring(render_junit(_report()))
     cases = suite.findall("testcase")
@@ -108,7 +109,7 @@ def test_junit_has_one_case_per_layer_and_fails_on_errors() -> None:
 
 
 def test_compare_markdown_and_table_show_divergent_rows() -> None:
-    from bnaudit.report import CompareReport, LayerComparison, StatDiff
+    from bnaudit.report.results import CompareReport, LayerComparison, StatDiff
 
     mismatch = Finding("stats-mismatch", Severity.ERROR, "frozen from another checkpoint", "bn1")
     row = LayerComparison(

@@ -12,10 +12,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import MODELS
 
-from bnaudit import protos, run
-from bnaudit.activation import activation_diff
 from bnaudit.cli import main
-from bnaudit.graph import read_graph_def
+from bnaudit.formats import protos
+from bnaudit.model.graphdef import read_graph_def
+from bnaudit.run import execute as run
+from bnaudit.run.pipeline import activation_diff
 
 
 def _run(runner: CliRunner, folder: str, checkpoint: str, *args: str) -> tuple[int, Any, str]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from conftest import MODELS
 
-from bnaudit import protos
 from bnaudit.errors import BnauditError
-from bnaudit.graph import load_graph
-from bnaudit.safety import check_safe, scan
+from bnaudit.formats import protos
+from bnaudit.model import load_model
+from bnaudit.run.safety import check_safe, scan
 
 
 def _graph(*ops: tuple[str, str]) -> object:
@@ -20,7 +20,7 @@ def _graph(*ops: tuple[str, str]) -> object:
 
 def test_fixture_graphs_are_safe() -> None:
     for name in ("tf1_fused_cond", "tf2_if_fused", "keras3_bn", "tf2_function_cond"):
-        assert scan(load_graph(MODELS / name / "frozen.pb").graph_def) == []
+        assert scan(load_model(MODELS / name / "frozen.pb").graph_def) == []
 
 
 def test_file_ops_in_graph_and_library_are_found() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bnaudit import protos
-from bnaudit.tensors import decode_tensor
+from bnaudit.formats import protos
+from bnaudit.formats.tensors import decode_tensor
 
 CASES = [
     np.array([1.5, -2.0, 3.25], dtype=np.float32),

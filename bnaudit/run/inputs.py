@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bnaudit.errors import BnauditError
-from bnaudit.tensors import NUMPY_DTYPES, shape_of
+from bnaudit.formats.tensors import NUMPY_DTYPES, shape_of
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

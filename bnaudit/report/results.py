@@ -1,28 +1,12 @@
-"""The results bnaudit reports: plain frozen dataclasses, and their JSON-ready form."""
+"""The results bnaudit reports: plain frozen dataclasses, rendered by `bnaudit.report`."""
 
 from __future__ import annotations
 
-import enum
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
-
-
-class Severity(enum.IntEnum):
-    """How bad a finding is; `--fail-on` compares against this order."""
-
-    INFO = 1
-    WARNING = 2
-    ERROR = 3
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-
-FAIL_ON = {"error": Severity.ERROR, "warning": Severity.WARNING, "never": None}
+from bnaudit.findings import Finding, Severity, passes
+from bnaudit.vocab import MatchMethod, Mode, ParamKind, ReferenceKind, Role, Status
 
 
 @dataclass(frozen=True)
@@ -34,19 +18,6 @@ class Tolerances:
     fold_atol: float = 1e-5
     """Folding recomputes in float32, so its check is looser than a copied constant's."""
     fold_rtol: float = 1e-4
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem (or fact worth knowing) about a layer or the whole graph."""
-
-    code: str
-    """A stable identifier such as `untrained-stats`; codes are a contract."""
-    severity: Severity
-    message: str
-    """The likely cause and the fix, in the user's words."""
-    layer: str | None = None
-    """The layer's scope; None for a graph-level finding."""
 
 
 @dataclass(frozen=True)
@@ -65,8 +36,7 @@ class ParamSummary:
 
     source: str
     """The Const's node name, "batch statistics" or "absent"."""
-    kind: str
-    """`const`, `batch`, `absent` or `other`."""
+    kind: ParamKind
     min: float | None
     max: float | None
 
@@ -81,18 +51,18 @@ class LayerReport:
     """Its name scope."""
     op: str
     """The op form: a fused op type or `decomposed`."""
-    mode: str
+    mode: Mode
     """`inference`, `training` or `conditional`."""
     flag: FlagInfo | None
     epsilon: float | None
     channels: int | None
     data_format: str | None
-    params: dict[str, ParamSummary]
+    params: dict[Role, ParamSummary]
     """gamma, beta, moving_mean, moving_variance."""
     findings: tuple[Finding, ...]
 
     @property
-    def status(self) -> str:
+    def status(self) -> Status:
         return status_of(self.findings)
 
 
@@ -126,58 +96,12 @@ class ListReport(_Verdict):
     command: str = field(default="list-bn", init=False)
 
 
-def passes(findings: list[Finding], fail_on: Severity | None) -> bool:
-    """True when no finding reaches the threshold."""
-    return fail_on is None or all(f.severity < fail_on for f in findings)
-
-
-def status_of(findings: tuple[Finding, ...] | list[Finding]) -> str:
+def status_of(findings: tuple[Finding, ...] | list[Finding]) -> Status:
     """`error`, `warning` or `ok` from the worst finding (info counts as ok)."""
     worst = max((f.severity for f in findings), default=Severity.INFO)
-    return "ok" if worst == Severity.INFO else worst.label
-
-
-def _number(value: float | None) -> float | None:
-    """JSON has no NaN or Infinity: those become null (the findings say why)."""
-    return None if value is None or not math.isfinite(value) else value
-
-
-def _header(report: ListReport | CompareReport) -> dict[str, Any]:
-    return {"schema_version": SCHEMA_VERSION, "command": report.command, "passed": report.passed}
-
-
-def finding_dict(finding: Finding) -> dict[str, Any]:
-    return {"code": finding.code, "severity": finding.severity.label, "message": finding.message}
-
-
-def list_report_dict(report: ListReport) -> dict[str, Any]:
-    """The `list-bn` JSON contract (schema_version 1)."""
-    return {
-        **_header(report),
-        "graph": report.graph,
-        "layers": [
-            {
-                "name": layer.name,
-                "scope": layer.scope,
-                "op": layer.op,
-                "mode": layer.mode,
-                "flag": None
-                if layer.flag is None
-                else {"name": layer.flag.name, "default": layer.flag.default},
-                "epsilon": _number(layer.epsilon),
-                "channels": layer.channels,
-                "data_format": layer.data_format,
-                "params": {
-                    role: {"source": p.source, "min": _number(p.min), "max": _number(p.max)}
-                    for role, p in layer.params.items()
-                },
-                "status": layer.status,
-                "findings": [finding_dict(f) for f in layer.findings],
-            }
-            for layer in report.layers
-        ],
-        "findings": [finding_dict(f) for f in report.findings],
-    }
+    if worst == Severity.ERROR:
+        return "error"
+    return "warning" if worst == Severity.WARNING else "ok"
 
 
 @dataclass(frozen=True)
@@ -220,9 +144,9 @@ class LayerComparison:
     scope: str
     op: str
     """A fused op type, `decomposed`, or `folded`."""
-    mode: str
+    mode: Mode
     """`inference`, `training`, `conditional` or `folded`."""
-    match_method: str | None
+    match_method: MatchMethod | None
     """How the checkpoint group was found: map, exact, scope, order, values; None: unmatched."""
     checkpoint_scope: str | None
     stats: dict[str, StatDiff]
@@ -233,7 +157,7 @@ class LayerComparison:
     reference has no counterpart of the layer."""
 
     @property
-    def status(self) -> str:
+    def status(self) -> Status:
         return status_of(self.findings)
 
 
@@ -252,62 +176,10 @@ class CompareReport(_Verdict):
     fail_on: Severity | None = Severity.ERROR
     first_divergent_layer: str | None = None
     """The scope of the first layer, in graph order, whose activations diverge."""
-    reference: str | None = None
+    reference: ReferenceKind | None = None
     """What the run compared against (`patched`, `meta`, `keras`); None without a run."""
     reference_reason: str | None = None
     """Why that reference (what `auto` found beside the checkpoint); None without a run."""
     outputs: tuple[OutputComparison, ...] = ()
     """The graph's final outputs in both runs."""
     command: str = field(default="compare", init=False)
-
-
-def compare_report_dict(report: CompareReport) -> dict[str, Any]:
-    """The `compare` JSON contract (schema_version 1)."""
-    return {
-        **_header(report),
-        "checkpoint": report.checkpoint,
-        "graph": report.graph,
-        "layers": [
-            {
-                "name": layer.name,
-                "scope": layer.scope,
-                "op": layer.op,
-                "mode": layer.mode,
-                "match": {
-                    "method": layer.match_method,
-                    "checkpoint_scope": layer.checkpoint_scope,
-                },
-                "stats": {
-                    role: {
-                        "max_abs_diff": _number(diff.max_abs_diff),
-                        "max_rel_diff": _number(diff.max_rel_diff),
-                    }
-                    for role, diff in layer.stats.items()
-                },
-                "activation": activation_dict(layer.activation),
-                "status": layer.status,
-                "findings": [finding_dict(f) for f in layer.findings],
-            }
-            for layer in report.layers
-        ],
-        "findings": [finding_dict(f) for f in report.findings],
-        "notes": list(report.notes),
-        "first_divergent_layer": report.first_divergent_layer,
-        "reference": report.reference,
-        "reference_reason": report.reference_reason,
-        "outputs": [
-            {"name": o.name, "activation": activation_dict(o.activation)} for o in report.outputs
-        ],
-    }
-
-
-def activation_dict(diff: ActivationDiff | None) -> dict[str, Any] | None:
-    """The JSON form of an activation difference (non-finite numbers become null)."""
-    if diff is None:
-        return None
-    return {
-        "max_abs_diff": _number(diff.max_abs_diff),
-        "max_rel_diff": _number(diff.max_rel_diff),
-        "mean_abs_diff": _number(diff.mean_abs_diff),
-        "cosine": _number(diff.cosine),
-    }

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bnaudit.detect import scope_of
-from bnaudit.graph import Graph
-from bnaudit.trace import Const, Tracer
+from bnaudit.audit.trace import Const, Tracer
+from bnaudit.model.graph import Graph
+from bnaudit.names import scope_of
 
 DEPTHWISE_OPS = frozenset({"DepthwiseConv2dNative"})
 LINEAR_OPS = frozenset({"Conv2D", "MatMul", "Conv3D"}) | DEPTHWISE_OPS

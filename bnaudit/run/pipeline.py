@@ -18,26 +18,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bnaudit.compare import StaticAudit
+from bnaudit.audit.compare import StaticAudit
 from bnaudit.errors import BnauditError
-from bnaudit.graph import Graph
-from bnaudit.inputs import InputOptions, Inputs, make_inputs, placeholders, save_arrays
-from bnaudit.match import normalize
-from bnaudit.meta import MetaGraph, check_meta_safe, fetch_map
-from bnaudit.reference import choose, patched_reference
-from bnaudit.report import (
-    ActivationDiff,
-    CompareReport,
-    Finding,
-    LayerComparison,
-    OutputComparison,
-    Severity,
-)
-from bnaudit.safety import check_safe
-from bnaudit.tensors import shape_of
+from bnaudit.findings import Finding, Severity
+from bnaudit.formats.tensors import shape_of
+from bnaudit.model.graph import Graph
+from bnaudit.names import normalize
+from bnaudit.report.results import ActivationDiff, CompareReport, LayerComparison, OutputComparison
+from bnaudit.run.inputs import InputOptions, Inputs, make_inputs, placeholders, save_arrays
+from bnaudit.run.meta import MetaGraph, check_meta_safe, fetch_map
+from bnaudit.run.patch import choose, patched_reference
+from bnaudit.run.safety import check_safe
 
 if TYPE_CHECKING:
-    from bnaudit.run import KerasSide, MetaSide, Side
+    from bnaudit.run.execute import KerasSide, MetaSide, Side
 
 _BLOCK = 1 << 22  # elements reduced at a time, so float64 copies stay small
 # Ops that produce no tensor a user reads: never a final output.
@@ -158,7 +152,7 @@ def run_compare(
     warn: Callable[[str], None],
 ) -> CompareReport:
     """The static report with each layer's activation difference and its findings."""
-    from bnaudit.run import Side, run_pair
+    from bnaudit.run.execute import Side, run_pair
 
     report, graph = static.report, static.graph
     choice = choose(options.reference, static)
@@ -245,7 +239,7 @@ def run_compare(
 
 def _patched_side(static: StaticAudit, inputs: Inputs) -> tuple[Side, list[str]]:
     """The frozen graph with the checkpoint's BN values, flags forced False."""
-    from bnaudit.run import Side
+    from bnaudit.run.execute import Side
 
     reference = patched_reference(static.graph, static.layers, static.paired, static.folded)
     switches = {n: v for n, v in inputs.switches.items() if n not in reference.forced_flags}
@@ -269,7 +263,7 @@ def _meta_side(
     options: RunOptions,
 ) -> tuple[MetaSide, list[str]]:
     """The training graph of a `.meta`, restored from the checkpoint, its flags fed False."""
-    from bnaudit.run import MetaSide
+    from bnaudit.run.execute import MetaSide
 
     fetches = fetch_map(meta, rows, outputs)
     check_meta_safe(meta, fetches.values(), options.allow_unsafe_ops)
@@ -307,7 +301,7 @@ def _keras_side(
     static: StaticAudit, inputs: Inputs, rows: list[LayerComparison], outputs: list[str]
 ) -> tuple[KerasSide, list[str]]:
     """The `.keras` model in inference, each BN layer paired by its checkpoint scope."""
-    from bnaudit.run import KerasSide
+    from bnaudit.run.execute import KerasSide
 
     # A Keras layer applied twice has no single output to expose: such rows are left out.
     applied = Counter(row.checkpoint_scope for row in rows if row.checkpoint_scope)

@@ -29,14 +29,14 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from bnaudit import protos
-from bnaudit.detect import BnLayer, find_layers
+from bnaudit.audit.detect import BnLayer, find_layers
 from bnaudit.errors import BnauditError
-from bnaudit.graph import Body, Graph
-from bnaudit.match import normalize
-from bnaudit.report import LayerComparison
-from bnaudit.safety import check_safe
-from bnaudit.tensors import shape_of
+from bnaudit.formats import protos
+from bnaudit.formats.tensors import shape_of
+from bnaudit.model.graph import Body, Graph
+from bnaudit.names import normalize
+from bnaudit.report.results import LayerComparison
+from bnaudit.run.safety import check_safe
 
 RESTORE_OPS = frozenset({"Restore", "RestoreV2", "RestoreSlice"})
 SAVE_OPS = frozenset({"Save", "SaveV2", "SaveSlices", "MergeV2Checkpoints"})

@@ -10,20 +10,13 @@ Each layer's parameters are traced to their sources (see `trace`), which also gi
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from bnaudit.graph import Body, Graph, TensorRef
-from bnaudit.tensors import decode_tensor
-from bnaudit.trace import (
-    CALL_OPS,
-    FUSED_OPS,
-    IF_OPS,
-    VARIABLE_OPS,
+from bnaudit.audit.trace import (
     Batch,
     Choice,
     Const,
@@ -36,14 +29,14 @@ from bnaudit.trace import (
     function_name,
     resolve,
 )
+from bnaudit.formats.ops import CALL_OPS, FUSED_OPS, IF_OPS, MERGE_OPS, VARIABLE_OPS
+from bnaudit.formats.tensors import decode_tensor
+from bnaudit.model.graph import Body, Graph, TensorRef
+from bnaudit.names import scope_of
+from bnaudit.vocab import ROLES, STAT_ROLES
 
-ROLES = ("gamma", "beta", "moving_mean", "moving_variance")
-STAT_ROLES = ("moving_mean", "moving_variance")
 _FUSED_INPUTS = {"gamma": 1, "beta": 2, "moving_mean": 3, "moving_variance": 4}
 _FUSED_DEFAULT_EPSILON = 1e-4  # the op's default when the attr is absent
-# Name parts that control flow and BN ops add below the scope a user chose; `cond/output/_N`
-# is where lowering a v2 `If` leaves its `Merge`.
-_SCOPE_NOISE = re.compile(r"^(cond(_\d+)?|batchnorm|FusedBatchNorm(V\d)?(_\d+)?|output|_\d+)$")
 
 
 @dataclass(frozen=True)
@@ -109,14 +102,6 @@ class GraphScan:
     layers: list[BnLayer]
     missing_functions: list[tuple[str, str]]
     """(calling node, function name) for every call into a function the library lacks."""
-
-
-def scope_of(node_name: str) -> str:
-    """The layer scope of a node: its parent scope without `cond`/`batchnorm` parts."""
-    parts = node_name.split("/")[:-1]
-    while parts and _SCOPE_NOISE.match(parts[-1]):
-        parts.pop()
-    return "/".join(parts) or node_name
 
 
 def find_layers(graph: Graph) -> GraphScan:
@@ -316,7 +301,7 @@ def _merged_pairs(body: Body, cores: list[_Core]) -> list[tuple[_Core, _Core, st
     by_name = {core.node.name: core for core in cores if core.op in FUSED_OPS}
     pairs = []
     for name, node in body.nodes.items():
-        if node.op not in ("Merge", "RefMerge"):
+        if node.op not in MERGE_OPS:
             continue
         found = [_fused_behind(body, ref, by_name) for ref in body.inputs(node)]
         if len(found) == 2 and found[0] and found[1] and found[0] is not found[1]:

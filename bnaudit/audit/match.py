@@ -13,20 +13,16 @@ Strategies, strongest first; each pair records the one that made it:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import partial
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from bnaudit.detect import BnLayer
-
-_KERAS_FUNCTIONAL = re.compile(r"^(functional|model|sequential)(_\d+)?/")
-_CALL_SUFFIX = re.compile(r"_\d+$")
-_DECORATIONS = re.compile(r"(/read|/ReadVariableOp.*|/\.ATTRIBUTES/.*|/Cast(_\d+)?)$")
+from bnaudit.audit.detect import BnLayer
+from bnaudit.names import normalize, strip_call_suffix
 
 
 @dataclass(frozen=True)
@@ -62,14 +58,6 @@ def parse_maps(rules: tuple[str, ...]) -> list[tuple[str, str]]:
             raise ValueError(f"--map {rule!r} is not OLD=NEW (e.g. --map model/=net/)")
         pairs.append((old, new))
     return pairs
-
-
-@cache
-def normalize(name: str) -> str:
-    """A name with framework decorations removed, for comparing graph and checkpoint names."""
-    name = _DECORATIONS.sub("", name)
-    name = _KERAS_FUNCTIONAL.sub("", name)
-    return name
 
 
 def _layer_names(layer: BnLayer) -> set[str]:
@@ -139,7 +127,7 @@ def _scope_keys(layer: BnLayer, first_choice: bool) -> set[str]:
     traced = any(
         p.kind == "const" and p.source.endswith("/resource") for p in layer.params.values()
     )
-    stripped = {_CALL_SUFFIX.sub("", name) for name in names}
+    stripped = {strip_call_suffix(name) for name in names}
     return (stripped if traced else names) if first_choice else (names if traced else stripped)
 
 
@@ -159,7 +147,7 @@ def _rewrite(names: set[str], maps: list[tuple[str, str]]) -> set[str]:
                 name = name.replace(old, new, 1)
         out.add(name)
     normalized = {normalize(n) for n in out}
-    return out | normalized | {_CALL_SUFFIX.sub("", n) for n in normalized}
+    return out | normalized | {strip_call_suffix(n) for n in normalized}
 
 
 def _channels_agree(layer: BnLayer, group: Group) -> bool:

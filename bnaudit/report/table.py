@@ -6,9 +6,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from bnaudit.render import (
+from bnaudit.findings import Finding
+from bnaudit.report.cells import (
     ACTIVATION_COLUMNS,
-    ROLES,
     Report,
     activation_cells,
     divergent,
@@ -22,7 +22,8 @@ from bnaudit.render import (
     stat_range,
     stats_cell,
 )
-from bnaudit.report import CompareReport, Finding, ListReport
+from bnaudit.report.results import CompareReport, ListReport
+from bnaudit.vocab import ROLES
 
 STATUS_STYLE = {"error": "bold red", "warning": "yellow", "ok": "green"}
 

@@ -20,17 +20,17 @@ from google.protobuf.message import DecodeError
 from numpy.typing import NDArray
 
 from bnaudit.errors import BnauditError
-from bnaudit.protos import (
+from bnaudit.formats.protos import (
     DATA_TYPES,
     BundleEntryProto,
     BundleHeaderProto,
     TrackableObjectGraph,
 )
+from bnaudit.formats.signatures import LEVELDB_MAGIC
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 """The string tensor in which `tf.train.Checkpoint` stores its object graph."""
 
-_MAGIC = 0xDB4775248B80FB57  # LevelDB table magic, the last 8 bytes of every `.index`
 _FOOTER_SIZE = 48
 _TRAILER_SIZE = 5  # compression byte + masked crc32c after every block
 
@@ -194,8 +194,7 @@ class Bundle:
         if len(data) < _FOOTER_SIZE:
             raise ValueError(f"{len(data)} bytes, shorter than a table footer")
         footer = data[-_FOOTER_SIZE:]
-        (magic,) = struct.unpack_from("<Q", footer, _FOOTER_SIZE - 8)
-        if magic != _MAGIC:
+        if footer[-8:] != LEVELDB_MAGIC:
             raise ValueError("bad magic number")
         _meta_offset, pos = _varint(footer, 0)
         _meta_size, pos = _varint(footer, pos)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnaudit.detect import BnLayer, GraphScan
-from bnaudit.report import Finding, Severity
+from bnaudit.audit.detect import BnLayer, GraphScan
+from bnaudit.findings import Finding, Severity
 
 UPDATE_OPS_FIX = (
     "build train_op under tf.control_dependencies(tf.compat.v1.get_collection("

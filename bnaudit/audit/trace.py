@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bnaudit.graph import Body, Graph, TensorRef
-from bnaudit.tensors import decode_tensor
+from bnaudit.formats.ops import CALL_OPS, FUSED_OPS, IF_OPS, MERGE_OPS, SWITCH_OPS
+from bnaudit.formats.tensors import decode_tensor
+from bnaudit.model.graph import Body, Graph, TensorRef
 
 # Ops that hand their first input through unchanged in value (or only reshaped / cast).
 PASS_THROUGH = frozenset(
@@ -28,11 +29,6 @@ PASS_THROUGH = frozenset(
 READ_OPS = frozenset({"Identity", "RefIdentity", "ReadVariableOp", "Cast", "Snapshot"})
 # Ops whose output is a statistic of the batch being normalized.
 BATCH_STAT_OPS = frozenset({"Mean", "SquaredDifference", "Square"})
-# Ops that hold a variable: a graph still reading them was not frozen.
-VARIABLE_OPS = frozenset({"VariableV2", "Variable", "VarHandleOp", "AutoReloadVariable"})
-FUSED_OPS = frozenset({"FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"})
-IF_OPS = frozenset({"If", "StatelessIf"})
-CALL_OPS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
 _MAX_DEPTH = 200
 
 
@@ -154,7 +150,7 @@ class Tracer:
                 return Const(node.name, decode_tensor(node.attr["value"].tensor), read)
             elif op in BATCH_STAT_OPS or (op in FUSED_OPS and ref.index in (1, 2)):
                 return Batch(node.name)
-            elif op in ("Merge", "RefMerge"):
+            elif op in MERGE_OPS:
                 return self._merge(body, node, stack)
             elif op in IF_OPS:
                 return self._if_output(body, node, ref.index, stack)
@@ -199,7 +195,7 @@ class Tracer:
             node = body.nodes.get(ref.node)
             if node is None or not node.input:
                 return None
-            if node.op in ("Switch", "RefSwitch"):
+            if node.op in SWITCH_OPS:
                 return body.inputs(node)[1], ref.index == 1
             inputs = body.inputs(node)
             if not inputs:

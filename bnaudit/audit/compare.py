@@ -9,22 +9,20 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bnaudit.checkpoint import Checkpoint, open_checkpoint
-from bnaudit.ckpt_groups import CheckpointBnGroup, bn_groups, is_bookkeeping
-from bnaudit.detect import ROLES, STAT_ROLES, BnLayer, find_layers, scope_of
+from bnaudit.audit.detect import BnLayer, find_layers
+from bnaudit.audit.fold import FoldCandidate, check_fold, find_candidates
+from bnaudit.audit.health import layer_findings
+from bnaudit.audit.match import Group, pair_layers
+from bnaudit.checkpoint.base import Checkpoint
+from bnaudit.checkpoint.groups import CheckpointBnGroup, bn_groups, is_bookkeeping
+from bnaudit.checkpoint.resolve import open_checkpoint
 from bnaudit.errors import BnauditError
-from bnaudit.fold import FoldCandidate, check_fold, find_candidates
-from bnaudit.graph import Graph, load_graph
-from bnaudit.health import layer_findings
-from bnaudit.match import Group, normalize, pair_layers
-from bnaudit.report import (
-    CompareReport,
-    Finding,
-    LayerComparison,
-    Severity,
-    StatDiff,
-    Tolerances,
-)
+from bnaudit.findings import Finding, Severity
+from bnaudit.model import load_model
+from bnaudit.model.graph import Graph
+from bnaudit.names import normalize, scope_of
+from bnaudit.report.results import CompareReport, LayerComparison, StatDiff, Tolerances
+from bnaudit.vocab import ROLES, STAT_ROLES
 
 SAVER_FIX = (
     "save with a Saver over all global variables (tf.compat.v1.train.Saver() or "
@@ -99,7 +97,7 @@ def audit(
     """`compare`, keeping the graph and the checkpoint's BN values of every paired layer."""
     tolerances = tolerances or Tolerances()
     _refuse_swapped(checkpoint, graph_path)
-    graph = load_graph(graph_path)
+    graph = load_model(graph_path)
     scan = find_layers(graph)
     with open_checkpoint(checkpoint) as ckpt:
         groups = _groups(ckpt)

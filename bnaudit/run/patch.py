@@ -22,16 +22,17 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bnaudit import protos
-from bnaudit.compare import FoldedLayer, PairedLayer, StaticAudit
-from bnaudit.detect import BnLayer
+from bnaudit.audit.compare import FoldedLayer, PairedLayer, StaticAudit
+from bnaudit.audit.detect import BnLayer
+from bnaudit.audit.fold import refold
+from bnaudit.audit.trace import Tracer
 from bnaudit.errors import BnauditError
-from bnaudit.fold import refold
-from bnaudit.graph import Body, Graph
-from bnaudit.inputs import placeholders
-from bnaudit.meta import MetaGraph, find_meta
-from bnaudit.tensors import encode_tensor, shape_of
-from bnaudit.trace import FUSED_OPS, IF_OPS, Tracer
+from bnaudit.formats import protos
+from bnaudit.formats.ops import FUSED_OPS, IF_OPS
+from bnaudit.formats.tensors import encode_tensor, shape_of
+from bnaudit.model.graph import Body, Graph
+from bnaudit.run.inputs import placeholders
+from bnaudit.run.meta import MetaGraph, find_meta
 
 REFERENCES = ("auto", "patched", "meta", "keras")
 _DT_FLOAT = 1

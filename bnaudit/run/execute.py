@@ -36,8 +36,8 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from bnaudit import protos
 from bnaudit.errors import BnauditError
+from bnaudit.formats import protos
 
 CHUNK_BYTES = 256 * 2**20
 """Budget for one chunk's arrays from one graph, carried tensors included (both graphs'

@@ -6,15 +6,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bnaudit.detect import BnLayer, Param, find_layers
-from bnaudit.graph import load_graph
-from bnaudit.health import graph_findings, layer_findings
-from bnaudit.report import FlagInfo, LayerReport, ListReport, ParamSummary, Severity
+from bnaudit.audit.detect import BnLayer, Param, find_layers
+from bnaudit.audit.health import graph_findings, layer_findings
+from bnaudit.findings import Severity
+from bnaudit.model import load_model
+from bnaudit.report.results import FlagInfo, LayerReport, ListReport, ParamSummary
 
 
 def list_bn(path: Path, fail_on: Severity | None = Severity.ERROR) -> ListReport:
     """Read the graph at `path` and report its BN layers; raises BnauditError on bad input."""
-    graph = load_graph(path)
+    graph = load_model(path)
     scan = find_layers(graph)
     return ListReport(
         graph=str(path),

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bnaudit import protos
+from bnaudit.formats import protos
 
 # DataType enum value -> numpy dtype, for the types a BN parameter can have.
 NUMPY_DTYPES: dict[int, np.dtype[Any]] = {

@@ -33,9 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from bnaudit.checkpoint import BundleCheckpoint, Checkpoint, KerasCheckpoint, KerasLayer
-
-ROLES = ("gamma", "beta", "moving_mean", "moving_variance")
+from bnaudit.checkpoint.base import Checkpoint
+from bnaudit.checkpoint.bundled import BundleCheckpoint
+from bnaudit.checkpoint.keras import KerasCheckpoint, KerasLayer
+from bnaudit.errors import BnauditError
+from bnaudit.formats.metagraph import metas_beside, read_meta_graph_def
+from bnaudit.formats.ops import VARIABLE_OPS
+from bnaudit.vocab import ROLES
 
 _STRONG = {
     "gamma": "gamma",
@@ -58,7 +62,6 @@ _OPTIMIZER_PART = re.compile(
 )
 _SKIP_KEYS = {"global_step", "save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH"}
 _SKIP_EDGES = {"optimizer", "_optimizer"}  # object-graph children that lead to optimizer state
-_VARIABLE_OPS = {"VariableV2", "Variable", "VarHandleOp", "AutoReloadVariable"}
 _KERAS_BN_CLASSES = {"BatchNormalization", "SyncBatchNormalization"}
 _KERAS_BN_GROUP = re.compile(r"(sync_)?batch_normalization(_\d+)?")
 
@@ -143,22 +146,17 @@ def _by_names(
 def _meta_positions(prefix: Path, keys: set[str]) -> dict[str, int] | None:
     """Variable name -> creation position, from the training graph saved beside the prefix.
 
-    A `Saver` writes `PREFIX.meta`, but often only for the first step; a `.meta` of another
-    step in the same directory holds the same graph when it defines every variable.
+    A `.meta` of another step in the same directory holds the same graph when it defines
+    every variable.
     """
-    from bnaudit.protos import MetaGraphDef
-
-    own = Path(f"{prefix}.meta")
-    candidates = [own] if own.is_file() else []
-    candidates += sorted(prefix.parent.glob("*.meta"), key=lambda p: -p.stat().st_mtime)
-    for meta in dict.fromkeys(candidates):
+    for meta in metas_beside(prefix):
         try:
-            graph = MetaGraphDef.FromString(meta.read_bytes()).graph_def
-        except Exception:  # a damaged .meta only costs the order, never the audit
+            graph = read_meta_graph_def(meta)[1].graph_def
+        except BnauditError:  # a damaged .meta only costs the order, never the audit
             continue
         positions: dict[str, int] = {}
         for node in graph.node:
-            if node.op in _VARIABLE_OPS:
+            if node.op in VARIABLE_OPS:
                 positions.setdefault(node.name, len(positions))
         if keys <= positions.keys():
             return positions

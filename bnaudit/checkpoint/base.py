@@ -1,0 +1,53 @@
+"""What every checkpoint reader offers: its variables, one tensor at a time, and its notes.
+
+A new checkpoint format is one subclass of `Checkpoint` (see `bundled` and `keras`) and one
+case in `resolve.open_checkpoint`, which turns whatever path a user passes into a reader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True)
+class VariableInfo:
+    """One variable stored in a checkpoint."""
+
+    key: str
+    """The key `Checkpoint.read` takes (bundle key, or HDF5 dataset path)."""
+    dtype: str
+    """numpy-style dtype name (`float32`, `bfloat16`, `string`)."""
+    shape: tuple[int, ...]
+    """The variable's shape."""
+
+
+class Checkpoint:
+    """Variables from one checkpoint, whatever its format."""
+
+    kind: str
+    """`tf1-saver`, `tf2-object`, `saved-model`, `keras-h5`, `keras-legacy-h5`, `keras-archive`."""
+    path: Path
+    """The resolved checkpoint: a bundle prefix or the Keras file."""
+    notes: list[str]
+    """What was guessed while opening (which prefix, which file), for the report."""
+
+    def variables(self) -> list[VariableInfo]:
+        """Every stored variable, sorted by key."""
+        raise NotImplementedError
+
+    def read(self, key: str) -> NDArray[Any]:
+        """One variable's value; raises KeyError for an unknown key."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release open files."""
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,144 @@
+"""Open the checkpoints users have (Saver prefixes, object checkpoints, SavedModels, Keras files).
+
+`open_checkpoint` resolves whatever path the user passed to one `Checkpoint`, saying in
+`notes` what it guessed, and raises `BnauditError` with a one-line fix when it cannot. No
+TensorFlow import: tensor bundles are read by `bundle`, Keras files with h5py.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from pathlib import Path
+
+from bnaudit.checkpoint.base import Checkpoint
+from bnaudit.checkpoint.bundled import BundleCheckpoint
+from bnaudit.checkpoint.keras import KerasCheckpoint
+from bnaudit.errors import BnauditError
+from bnaudit.formats.signatures import DATA_SHARD, HDF5_MAGIC, ZIP_MAGIC, head, is_leveldb_table
+
+_CHECKPOINT_LINE = re.compile(r'^\s*model_checkpoint_path:\s*"(?P<path>(?:[^"\\]|\\.)*)"')
+_WHAT_TO_PASS = (
+    "pass a checkpoint prefix (dir/model.ckpt-1000), a directory with a `checkpoint` file, "
+    "a SavedModel directory, a .weights.h5 or a .keras file"
+)
+
+
+def _from_checkpoint_file(directory: Path, state_file: Path) -> tuple[Path, list[str]]:
+    """The latest prefix named by a `checkpoint` state file."""
+    latest = None
+    for line in state_file.read_text(errors="replace").splitlines():
+        match = _CHECKPOINT_LINE.match(line)
+        if match:
+            # Text-format strings carry C escapes (octal bytes for non-ASCII paths).
+            raw, _ = codecs.escape_decode(match.group("path").encode())
+            latest = raw.decode("utf-8", "replace")
+            break
+    if latest is None:
+        raise BnauditError(
+            f"{state_file} names no model_checkpoint_path; pass a checkpoint prefix instead"
+        )
+    named = Path(latest)
+    prefix = named if named.is_absolute() else directory / named
+    notes = [f"using the latest checkpoint {prefix.name}, named in {state_file}"]
+    if not Path(f"{prefix}.index").is_file():
+        # Directories are often copied elsewhere after training; the state file keeps the
+        # old absolute path, so look for the same prefix beside it.
+        local = directory / named.name
+        if named.is_absolute() and Path(f"{local}.index").is_file():
+            notes = [
+                f"{state_file} names {named}, which does not exist; using {local.name} "
+                "from the same directory"
+            ]
+            return local, notes
+        raise BnauditError(
+            f"{state_file} names checkpoint {latest}, but {prefix}.index does not exist; "
+            "pass an existing checkpoint prefix or fix the `checkpoint` file"
+        )
+    return prefix, notes
+
+
+def _prefixes_in(directory: Path) -> list[Path]:
+    return sorted(p.with_suffix("") for p in directory.glob("*.index"))
+
+
+def _open_directory(directory: Path) -> Checkpoint:
+    if (directory / "saved_model.pb").is_file() or (directory / "saved_model.pbtxt").is_file():
+        prefix = directory / "variables" / "variables"
+        if not Path(f"{prefix}.index").is_file():
+            raise BnauditError(
+                f"SavedModel {directory} has no variables/variables.index (a SavedModel of "
+                "constants has no checkpoint); pass the checkpoint the model was trained with"
+            )
+        return BundleCheckpoint(prefix, "saved-model", [])
+    state_file = directory / "checkpoint"
+    if state_file.is_file():
+        prefix, notes = _from_checkpoint_file(directory, state_file)
+        return BundleCheckpoint(prefix, None, notes)
+    prefixes = _prefixes_in(directory)
+    if len(prefixes) == 1:
+        note = f"{directory} has no `checkpoint` file; using its only checkpoint {prefixes[0].name}"
+        return BundleCheckpoint(prefixes[0], None, [note])
+    if prefixes:
+        names = ", ".join(p.name for p in prefixes[:4])
+        raise BnauditError(
+            f"{directory} holds several checkpoints ({names}) and no `checkpoint` file; "
+            "pass one prefix, e.g. " + str(prefixes[-1])
+        )
+    raise BnauditError(f"{directory} holds no checkpoint or SavedModel; {_WHAT_TO_PASS}")
+
+
+def _open_file(path: Path) -> Checkpoint:
+    name = path.name
+    if name == "checkpoint":
+        return _open_directory(path.parent)
+    data_match = DATA_SHARD.match(name)
+    prefix: Path | None = None
+    for suffix in (".index", ".meta"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            prefix = path.with_name(name[: -len(suffix)])
+            break
+    else:
+        prefix = path.with_name(data_match.group("prefix")) if data_match else None
+    if prefix is not None:
+        note = f"{name} is one file of a checkpoint; using its prefix {prefix.name}"
+        if not Path(f"{prefix}.index").is_file():
+            raise BnauditError(
+                f"{name} is one file of checkpoint {prefix.name}, but {prefix.name}.index is "
+                "missing; pass a complete checkpoint"
+            )
+        return BundleCheckpoint(prefix, None, [note])
+    if head(path).startswith((HDF5_MAGIC, ZIP_MAGIC)):
+        return KerasCheckpoint(path, [])
+    if name == "saved_model.pb":
+        return _open_directory(path.parent)
+    if name.endswith((".pb", ".pbtxt", ".tflite", ".onnx")):
+        raise BnauditError(
+            f"{name} is a model graph, not a checkpoint; pass the checkpoint it was frozen "
+            "from (a prefix such as dir/model.ckpt-1000, a .weights.h5 or a .keras file)"
+        )
+    if is_leveldb_table(path):
+        raise BnauditError(
+            f"{name} looks like a checkpoint index without the .index suffix; rename it "
+            f"{name}.index and pass the prefix {name}"
+        )
+    raise BnauditError(f"{path} is not a checkpoint bnaudit can read; {_WHAT_TO_PASS}")
+
+
+def open_checkpoint(path: str | Path) -> Checkpoint:
+    """Open the checkpoint at `path`: a prefix, one of its files, a directory, or a Keras file."""
+    given = Path(path)
+    if given.is_dir():
+        return _open_directory(given.resolve())
+    if given.is_file():
+        return _open_file(given.resolve())
+    if Path(f"{given}.index").is_file():
+        return BundleCheckpoint(given.resolve(), None, [])
+    parent = given.parent if given.parent.is_dir() else None
+    similar = sorted(parent.glob(f"{given.name}*.index")) if parent else []
+    if similar:
+        options = ", ".join(p.name[: -len(".index")] for p in similar[-3:])
+        raise BnauditError(
+            f"no checkpoint {given}; the directory holds {options}: pass one of those prefixes"
+        )
+    raise BnauditError(f"{given} does not exist; {_WHAT_TO_PASS}")

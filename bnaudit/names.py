@@ -1,0 +1,40 @@
+"""Names: the scope a node belongs to, and names stripped of framework decorations.
+
+Graph and checkpoint name the same layer differently (`model/bn1/gamma/read` against
+`model/bn1/gamma`, `functional_1/bn1_1` against `bn1`); every stage that compares names uses
+these two functions, so they agree on what "the same name" means.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+# Name parts that control flow and BN ops add below the scope a user chose; `cond/output/_N`
+# is where lowering a v2 `If` leaves its `Merge`.
+_SCOPE_NOISE = re.compile(r"^(cond(_\d+)?|batchnorm|FusedBatchNorm(V\d)?(_\d+)?|output|_\d+)$")
+_KERAS_FUNCTIONAL = re.compile(r"^(functional|model|sequential)(_\d+)?/")
+_DECORATIONS = re.compile(r"(/read|/ReadVariableOp.*|/\.ATTRIBUTES/.*|/Cast(_\d+)?)$")
+CALL_SUFFIX = re.compile(r"_\d+$")
+"""The `_1` a Keras layer call adds to its name scope in a traced TF2 function."""
+
+
+def scope_of(node_name: str) -> str:
+    """The layer scope of a node: its parent scope without `cond`/`batchnorm` parts."""
+    parts = node_name.split("/")[:-1]
+    while parts and _SCOPE_NOISE.match(parts[-1]):
+        parts.pop()
+    return "/".join(parts) or node_name
+
+
+@cache
+def normalize(name: str) -> str:
+    """A name with framework decorations removed, for comparing graph and checkpoint names."""
+    name = _DECORATIONS.sub("", name)
+    name = _KERAS_FUNCTIONAL.sub("", name)
+    return name
+
+
+def strip_call_suffix(name: str) -> str:
+    """`bn1_1` -> `bn1`."""
+    return CALL_SUFFIX.sub("", name)
