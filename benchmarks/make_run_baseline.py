@@ -2,7 +2,8 @@
 
     python benchmarks/make_run_baseline.py CKPT GRAPH OUTDIR --batch 32
 
-writes, with bnaudit's own code (run once, outside any timing):
+writes, from the plan `compare --reference patched` makes (`bnaudit.run.plan.plan_run`, run once,
+outside any timing):
 - `OUTDIR/reference_patched.pb`: the patched reference `compare` builds for CKPT and GRAPH;
 - `OUTDIR/inputs_b{batch}.npz`: the random inputs `compare --batch` feeds both graphs;
 - `OUTDIR/fetches.json`: the tensors `compare` fetches from both (every compared BN layer's
@@ -26,29 +27,22 @@ def inputs_name(batch: int) -> str:
 
 
 def prepare(checkpoint: Path, graph: Path, outdir: Path, batch: int) -> None:
-    """Write the reference graph, the inputs and the fetch list as `compare` would use them."""
+    """Write the reference graph, the inputs and the fetch list of `compare`'s own run plan."""
     from bnaudit.audit.compare import audit
-    from bnaudit.findings import FAIL_ON
-    from bnaudit.report.results import Tolerances
-    from bnaudit.run.inputs import InputOptions, make_inputs, placeholders, save_arrays
-    from bnaudit.run.patch import patched_reference
-    from bnaudit.run.pipeline import final_outputs
+    from bnaudit.run.inputs import InputOptions, save_arrays
+    from bnaudit.run.options import RunOptions
+    from bnaudit.run.plan import plan_run
+    from bnaudit.run.sides import Side
 
-    static = audit(checkpoint, graph, Tolerances(), [], FAIL_ON["error"])
-    reference = patched_reference(static.graph, static.layers, static.paired, static.folded)
-    (outdir / REFERENCE_NAME).write_bytes(reference.graph_def.SerializeToString())
-    flags = {layer.flag.name for layer in static.layers if layer.flag is not None}
-    inputs = make_inputs(placeholders(static.graph.graph_def), flags, InputOptions(batch=batch))
-    if inputs.switches:
+    static = audit(checkpoint, graph)
+    plan = plan_run(static, RunOptions(reference="patched", inputs=InputOptions(batch=batch)))
+    if not isinstance(plan.reference, Side):
+        raise SystemExit("the baseline needs a patched reference graph")
+    (outdir / REFERENCE_NAME).write_bytes(plan.reference.graph_def.SerializeToString())
+    if plan.inputs.switches:
         raise SystemExit("the baseline feeds data only; this graph has training switches")
-    save_arrays(outdir / inputs_name(batch), inputs.arrays)
-    # As `compare` does: a folded BN only when the checkpoint can fold it again.
-    refoldable = {fold.scope for fold in static.folded}
-    rows = [r for r in static.report.layers if r.op != "folded" or r.scope in refoldable]
-    layers = list(dict.fromkeys(row.name for row in rows))
-    outputs = [n for n in final_outputs(static.graph) if n not in layers]
-    fetches = [f"{name}:0" for name in [*layers, *outputs]]
-    (outdir / FETCHES_NAME).write_text(json.dumps(fetches) + "\n", encoding="utf-8")
+    save_arrays(outdir / inputs_name(batch), plan.inputs.arrays)
+    (outdir / FETCHES_NAME).write_text(json.dumps(list(plan.tensors)) + "\n", encoding="utf-8")
 
 
 def main() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,9 +13,10 @@ from typing import Any
 import click
 
 from bnaudit import __version__
-from bnaudit.errors import BnauditError, ExitCode
+from bnaudit.audit.options import Tolerances
+from bnaudit.errors import BnauditError, ExitCode, UsageError
 from bnaudit.findings import FAIL_ON
-from bnaudit.report.results import Tolerances
+from bnaudit.vocab import REFERENCE_CHOICES
 
 # TensorFlow is imported only where a graph must run; keep its C++ logging off the terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -121,7 +121,7 @@ def _run_options(function: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--reference",
-            type=click.Choice(["auto", "patched", "meta", "keras"]),
+            type=click.Choice(REFERENCE_CHOICES),
             default="auto",
             show_default=True,
             help=(
@@ -159,12 +159,13 @@ def list_bn_command(
     health of its statistics. Exit codes: 0 passed, 1 findings at or above --fail-on,
     2 usage error, 3 an input could not be read.
     """
-    from bnaudit.audit.listing import list_bn
+    from bnaudit.api import ListOptions, list_bn
+    from bnaudit.outputs import refuse_overwrite
     from bnaudit.report.cells import summary_line
 
     with _user_errors(debug):
-        _refuse_overwrite("--output", output, [graph])
-        report = list_bn(graph, FAIL_ON[fail_on])
+        refuse_overwrite("--output", output, [graph])
+        report = list_bn(graph, ListOptions(fail_on=FAIL_ON[fail_on]))
         _emit(report, format_name, output)
         click.echo(summary_line(report), err=True)
     sys.exit(ExitCode.PASSED if report.passed else ExitCode.FINDINGS)
@@ -226,38 +227,43 @@ def compare_command(
     Exit codes: 0 passed, 1 findings at or above --fail-on, 2 usage error, 3 an input could
     not be read or run.
     """
-    from bnaudit.audit.compare import audit
+    from bnaudit.api import CompareOptions, compare
     from bnaudit.audit.match import parse_maps
+    from bnaudit.outputs import refuse_overwrite
     from bnaudit.report.cells import summary_line
 
     try:
-        rules = parse_maps(maps)
+        rules = tuple(parse_maps(maps))
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--map") from error
+    options = CompareOptions(
+        Tolerances(stat_atol=stat_atol, stat_rtol=stat_rtol), rules, FAIL_ON[fail_on]
+    )
     with _user_errors(debug):
         run_options = None if no_run else _parse_run_options(run)
         inputs = [checkpoint, graph, *_input_files(run)]
-        _refuse_overwrite("--output", output, inputs)
-        _refuse_overwrite("--save-inputs", run["save_inputs"], inputs)
-        tolerances = Tolerances(stat_atol=stat_atol, stat_rtol=stat_rtol)
-        static = audit(checkpoint, graph, tolerances, rules, FAIL_ON[fail_on])
-        report = static.report
-        if run_options is not None:
-            from bnaudit.run.pipeline import run_compare
-
-            def progress(text: str) -> None:
-                if not run["quiet"]:
-                    click.echo(f"bnaudit: {text}", err=True)
-
-            def warn(text: str) -> None:
-                click.echo(f"bnaudit: warning: {text}", err=True)
-
-            report = run_compare(static, run_options, progress, warn)
+        refuse_overwrite("--output", output, inputs)
+        refuse_overwrite("--save-inputs", run["save_inputs"], inputs)
+        report = compare(checkpoint, graph, options, run_options, _Progress(run["quiet"]))
         for note in report.notes:
             click.echo(f"bnaudit: note: {note}", err=True)
         _emit(report, format_name, output)
         click.echo(summary_line(report), err=True)
     sys.exit(ExitCode.PASSED if report.passed else ExitCode.FINDINGS)
+
+
+class _Progress:
+    """Progress lines on stderr (unless --quiet); warnings always."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def step(self, text: str) -> None:
+        if not self.quiet:
+            click.echo(f"bnaudit: {text}", err=True)
+
+    def warn(self, text: str) -> None:
+        click.echo(f"bnaudit: warning: {text}", err=True)
 
 
 def _input_files(run: dict[str, Any]) -> list[Path]:
@@ -268,8 +274,8 @@ def _input_files(run: dict[str, Any]) -> list[Path]:
 
 def _parse_run_options(run: dict[str, Any]) -> Any:
     """The run's options as a RunOptions, or a click usage error."""
-    from bnaudit.run.inputs import InputOptions, load_arrays, parse_assignment, parse_shape
-    from bnaudit.run.pipeline import RunOptions
+    from bnaudit.api import InputOptions, RunOptions
+    from bnaudit.run.inputs import load_arrays, parse_assignment, parse_shape
 
     try:
         shapes = dict(parse_shape(text) for text in run["shapes"])
@@ -288,30 +294,6 @@ def _parse_run_options(run: dict[str, Any]) -> Any:
         allow_unsafe_ops=run["allow_unsafe_ops"],
         save_inputs=run["save_inputs"],
     )
-
-
-_CHECKPOINT_FILE = re.compile(r"\.(index|meta|data-\d{5}-of-\d{5})$")
-
-
-def _refuse_overwrite(option: str, written: Path | None, inputs: list[Path]) -> None:
-    """Refuse to write over an input, a file inside an input directory, or a checkpoint's file."""
-    if written is None:
-        return
-    target = written.resolve()
-    for path in inputs:
-        source = path.resolve()
-        if source.name == "saved_model.pb":  # the SavedModel's variables/ are read too
-            source = source.parent
-        same = target == source
-        inside = source.is_dir() and source in target.parents
-        # a Saver prefix `dir/model.ckpt-20` (or one of its files) stands for all its files
-        stem = _CHECKPOINT_FILE.sub("", source.name)
-        sibling = target.parent == source.parent and target.name.startswith(stem + ".")
-        if same or inside or sibling:
-            raise click.UsageError(
-                f"{option} {written} would write over the input {path}; bnaudit never writes "
-                "to its inputs"
-            )
 
 
 def _emit(report: Any, format_name: str, output: Path | None) -> None:
@@ -344,6 +326,8 @@ def _user_errors(debug: bool) -> Iterator[None]:
         yield
     except click.UsageError:
         raise
+    except UsageError as error:
+        raise click.UsageError(str(error)) from None
     except BnauditError as error:
         if debug:
             raise

@@ -22,3 +22,9 @@ class BnauditError(Exception):
     """A failure caused by the user's input; its message is one line that says what to do."""
 
     exit_code = ExitCode.INPUT
+
+
+class UsageError(BnauditError):
+    """The command line asks for something bnaudit refuses (exit 2, like click's own errors)."""
+
+    exit_code = ExitCode.USAGE

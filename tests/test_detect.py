@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import MODELS, expected
 
-from bnaudit.audit.listing import list_bn
+from bnaudit.api import list_bn
 from bnaudit.formats import protos
 
 METAS = sorted(MODELS.glob("*/ckpt/*.meta"))

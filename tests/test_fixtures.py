@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import expected, fixture_dirs
 
-from bnaudit.audit.listing import list_bn
+from bnaudit.api import list_bn
 from bnaudit.cli import main
 from bnaudit.report.results import LayerReport
 

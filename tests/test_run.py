@@ -12,11 +12,16 @@ import pytest
 from click.testing import CliRunner
 from conftest import MODELS
 
+from bnaudit.audit.compare import audit
 from bnaudit.cli import main
 from bnaudit.formats import protos
 from bnaudit.model.graphdef import read_graph_def
-from bnaudit.run import execute as run
-from bnaudit.run.pipeline import activation_diff
+from bnaudit.report.text import render_json
+from bnaudit.run.chunks import ChunkBudget
+from bnaudit.run.interpret import activation_diff, interpret
+from bnaudit.run.options import RunOptions
+from bnaudit.run.pipeline import execute
+from bnaudit.run.plan import plan_run
 
 
 def _run(runner: CliRunner, folder: str, checkpoint: str, *args: str) -> tuple[int, Any, str]:
@@ -121,25 +126,42 @@ def test_saved_inputs_replay_identically(runner: CliRunner, tmp_path: Path) -> N
     assert acts[0] == acts[1] != acts[2]
 
 
-def test_chunks_give_the_same_answer(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+class _Steps:
+    """A Progress that keeps every line."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def step(self, text: str) -> None:
+        self.lines.append(text)
+
+    def warn(self, text: str) -> None:
+        self.lines.append(f"warning: {text}")
+
+
+def _run_api(
+    folder: str, checkpoint: str, reference: str = "auto", budget: ChunkBudget | None = None
+) -> tuple[Any, dict[str, tuple[str, ...]], list[str]]:
+    """Plan, execute and interpret as `compare` does; the JSON report, what each side was fed
+    from earlier chunks, and the progress lines."""
+    graph = MODELS / folder / "frozen.pb"
+    if not graph.exists():
+        graph = MODELS / folder / "folded.pb"
+    static = audit(MODELS / folder / checkpoint, graph)
+    options = RunOptions(reference=reference, budget=budget or ChunkBudget())  # type: ignore[arg-type]
+    plan = plan_run(static, options)
+    steps = _Steps()
+    reduced = execute(plan, options, steps)
+    diffs = {name[:-2]: diff for name, diff in reduced.values.items()}
+    report = json.loads(render_json(interpret(static.report, plan, diffs)))
+    return report, reduced.carried, steps.lines
+
+
+def test_chunks_give_the_same_answer(runner: CliRunner) -> None:
     _, whole, _ = _run(runner, "tf1_wrong_ckpt", "ckpt", "-q")
-    monkeypatch.setattr(run, "CHUNK_BYTES", 1)  # one tensor per chunk
-    _, chunked, stderr = _run(runner, "tf1_wrong_ckpt", "ckpt")
-    assert "running frozen graph (chunk 3/3)" in stderr  # two layers and the output
+    chunked, _, steps = _run_api("tf1_wrong_ckpt", "ckpt", budget=ChunkBudget(bytes=1))
+    assert "running frozen graph (chunk 3/3)" in steps  # two layers and the output
     assert whole["layers"] == chunked["layers"] and whole["outputs"] == chunked["outputs"]
-
-
-def _spy_carries(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
-    """Record, by graph label, the carried tensors each run is fed."""
-    fed: dict[str, list[str]] = {}
-    fetch = run._fetch
-
-    def spy(session: Any, label: str, feeds: Any, names: list[str], carried: Any = None) -> Any:
-        fed.setdefault(label, []).extend(carried or {})
-        return fetch(session, label, feeds, names, carried)
-
-    monkeypatch.setattr(run, "_fetch", spy)
-    return fed
 
 
 def _assert_same_report(whole: Any, chunked: Any) -> None:
@@ -182,33 +204,27 @@ def _assert_same_report(whole: Any, chunked: Any) -> None:
     ],
 )
 def test_chunks_resuming_from_carried_tensors_give_the_same_answer(
-    runner: CliRunner,
-    monkeypatch: pytest.MonkeyPatch,
-    folder: str,
-    checkpoint: str,
-    reference: str,
-    carrying: list[str],
+    folder: str, checkpoint: str, reference: str, carrying: list[str]
 ) -> None:
-    args = ("--reference", reference)
-    code, whole, stderr = _run(runner, folder, checkpoint, "-q", *args)
-    assert code in (0, 1), stderr
-    fed = _spy_carries(monkeypatch)
-    monkeypatch.setattr(run, "_cut", lambda flow, tensors: [[name] for name in tensors])
-    _, chunked, stderr = _run(runner, folder, checkpoint, *args)
-    assert f"(chunk {len(chunked['layers']) + len(chunked['outputs'])}/" in stderr
-    assert sorted(label for label, names in fed.items() if names) == carrying
+    whole, _, _ = _run_api(folder, checkpoint, reference)
+    one_each = ChunkBudget(tensors=1)  # one fetched tensor a chunk, carries within the bytes
+    chunked, carried, steps = _run_api(folder, checkpoint, reference, one_each)
+    assert (
+        f"running frozen graph (chunk {len(chunked['layers']) + len(chunked['outputs'])}/"
+        in " ".join(steps)
+    )
+    assert sorted(label for label, names in carried.items() if names) == carrying
     _assert_same_report(whole, chunked)
 
 
-def test_carried_tensors_count_against_the_budget(
-    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _, whole, _ = _run(runner, "keras3_wrong_ckpt", "model.weights.h5", "-q")
-    fed = _spy_carries(monkeypatch)
-    monkeypatch.setattr(run, "CHUNK_BYTES", 1)  # room for one fetched tensor, no carry
-    _, chunked, stderr = _run(runner, "keras3_wrong_ckpt", "model.weights.h5")
-    assert "running reference (chunk 3/3)" in stderr
-    assert fed.keys() == {"frozen graph", "reference"} and not any(fed.values())
+def test_carried_tensors_count_against_the_budget() -> None:
+    whole, _, _ = _run_api("keras3_wrong_ckpt", "model.weights.h5")
+    # Room for one fetched tensor, no carry.
+    chunked, carried, steps = _run_api(
+        "keras3_wrong_ckpt", "model.weights.h5", budget=ChunkBudget(bytes=1)
+    )
+    assert "running reference (chunk 3/3)" in steps
+    assert carried.keys() == {"frozen graph", "reference"} and not any(carried.values())
     _assert_same_report(whole, chunked)
 
 

@@ -33,9 +33,9 @@ from bnaudit.formats.ops import CALL_OPS, FUSED_OPS, IF_OPS, MERGE_OPS, VARIABLE
 from bnaudit.formats.tensors import decode_tensor
 from bnaudit.model.graph import Body, Graph, TensorRef
 from bnaudit.names import scope_of
-from bnaudit.vocab import ROLES, STAT_ROLES
+from bnaudit.vocab import ROLES, STAT_ROLES, Mode, ParamKind, Role
 
-_FUSED_INPUTS = {"gamma": 1, "beta": 2, "moving_mean": 3, "moving_variance": 4}
+_FUSED_INPUTS: dict[Role, int] = {"gamma": 1, "beta": 2, "moving_mean": 3, "moving_variance": 4}
 _FUSED_DEFAULT_EPSILON = 1e-4  # the op's default when the attr is absent
 
 
@@ -43,7 +43,7 @@ _FUSED_DEFAULT_EPSILON = 1e-4  # the op's default when the attr is absent
 class Param:
     """Where one BN parameter comes from."""
 
-    kind: str
+    kind: ParamKind
     """`const`, `batch` (batch statistics), `absent` (scale/center off), `variable` (the
     graph was not frozen) or `other`."""
     source: str
@@ -63,14 +63,14 @@ class BnLayer:
     """The name scope the layer was created under."""
     op: str
     """`FusedBatchNorm`, `FusedBatchNormV2`, `FusedBatchNormV3` or `decomposed`."""
-    mode: str
+    mode: Mode
     """`inference`, `training` or `conditional`."""
     flag: Flag | None
     """The flag deciding a conditional layer."""
     epsilon: float | None
     channels: int | None
     data_format: str | None
-    params: dict[str, Param]
+    params: dict[Role, Param]
     """gamma, beta, moving_mean, moving_variance: the values used in inference."""
     position: int
     """Index of the output node in a topological order of the graph."""
@@ -86,7 +86,7 @@ class _Core:
     stack: Stack
     node: Any
     op: str
-    inputs: dict[str, TensorRef | None]
+    inputs: dict[Role, TensorRef | None]
     """Parameter role -> tensor (None: absent)."""
     epsilon: float | None
     data_format: str | None
@@ -321,7 +321,7 @@ def _fused_behind(body: Body, ref: TensorRef, by_name: dict[str, _Core]) -> _Cor
     return None
 
 
-def _trace_params(tracer: Tracer, core: _Core) -> dict[str, Source | None]:
+def _trace_params(tracer: Tracer, core: _Core) -> dict[Role, Source | None]:
     return {
         role: None if ref is None else tracer.source(core.body, ref, core.stack)
         for role, ref in core.inputs.items()
@@ -334,6 +334,7 @@ def _single_layer(graph: Graph, tracer: Tracer, core: _Core, output: str) -> BnL
         sources.update({role: Batch(core.node.name) for role in STAT_ROLES})
     stats = [sources[r] for r in STAT_ROLES]
     flags = [s.flag for s in stats if isinstance(s, Choice)]
+    mode: Mode
     if flags:
         mode, flag = "conditional", flags[0]
     elif any(isinstance(s, Batch) for s in stats):
@@ -355,7 +356,7 @@ def _pair_layer(
     training = {id(c): _uses_batch_stats(tracer, c) for c in (if_true, if_false)}
     inference = if_false if training[id(if_true)] else if_true
     sources = _trace_params(tracer, inference)
-    mode = "conditional"
+    mode: Mode = "conditional"
     if flag is not None and flag.constant:
         chosen = if_true if flag.default else if_false
         mode = "training" if training[id(chosen)] else "inference"
@@ -377,9 +378,9 @@ def _layer(
     graph: Graph,
     core: _Core,
     output: str,
-    mode: str,
+    mode: Mode,
     flag: Flag | None,
-    sources: dict[str, Source | None],
+    sources: dict[Role, Source | None],
 ) -> BnLayer:
     params = {role: _param(_inference_source(sources[role], role)) for role in ROLES}
     return BnLayer(
@@ -397,7 +398,7 @@ def _layer(
     )
 
 
-def _inference_source(source: Source | None, role: str) -> Source | None:
+def _inference_source(source: Source | None, role: Role) -> Source | None:
     """The source used when the flags say inference; None when the parameter is absent.
 
     A fused op always takes a scale and an offset: with `scale=False`/`center=False` the
@@ -434,7 +435,7 @@ def _param(source: Source | None) -> Param:
     return Param("other", f"{source.op} {source.node}", None)
 
 
-def _implied_format(core: _Core, params: dict[str, Param]) -> str | None:
+def _implied_format(core: _Core, params: dict[Role, Param]) -> str | None:
     """A decomposition's layout, from how its parameters broadcast against the input.
 
     Keras reshapes the parameters of `BatchNormalization(axis=1)` to `[1, C, 1, 1]`; a
@@ -472,7 +473,7 @@ def _reshaped_to(body: Body, ref: TensorRef) -> tuple[int, ...] | None:
     return None
 
 
-def _channels(params: dict[str, Param]) -> int | None:
+def _channels(params: dict[Role, Param]) -> int | None:
     for role in ("moving_variance", "moving_mean", "gamma", "beta"):
         value = params[role].value
         if value is not None and value.ndim >= 1:

@@ -16,9 +16,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bnaudit.audit.match import Group, GroupValues
+from bnaudit.audit.options import Tolerances
 from bnaudit.audit.trace import Const, Tracer
+from bnaudit.checkpoint.base import Checkpoint
+from bnaudit.checkpoint.groups import is_bookkeeping
+from bnaudit.findings import Finding, at_layer, finding
 from bnaudit.model.graph import Graph
-from bnaudit.names import scope_of
+from bnaudit.names import normalize, scope_of
+from bnaudit.report.results import LayerComparison, StatDiff
+from bnaudit.vocab import ROLES, STAT_ROLES, Role
 
 DEPTHWISE_OPS = frozenset({"DepthwiseConv2dNative"})
 LINEAR_OPS = frozenset({"Conv2D", "MatMul", "Conv3D"}) | DEPTHWISE_OPS
@@ -100,7 +107,7 @@ def output_channels(linear_op: str, weights_shape: tuple[int, ...]) -> int | Non
 def refold(
     kernel: NDArray[Any],
     bias: NDArray[Any] | None,
-    stats: dict[str, NDArray[Any] | None],
+    stats: dict[Role, NDArray[Any] | None],
     epsilon: float,
     linear_op: str,
 ) -> tuple[NDArray[Any], NDArray[Any]]:
@@ -126,7 +133,7 @@ def check_fold(
     candidate: FoldCandidate,
     kernel: NDArray[Any],
     bias: NDArray[Any] | None,
-    stats: dict[str, NDArray[Any] | None],
+    stats: dict[Role, NDArray[Any] | None],
 ) -> FoldCheck:
     """Compare the candidate with the fold of `kernel`/`bias` by the checkpoint's BN stats."""
     best: FoldCheck | None = None
@@ -144,3 +151,136 @@ def check_fold(
             best = check
     assert best is not None
     return best
+
+
+@dataclass(frozen=True)
+class FoldedLayer:
+    """BN folded into a convolution, with the checkpoint's values to fold it again."""
+
+    scope: str
+    """The checkpoint's BN scope, as the report row names it."""
+    candidate: FoldCandidate
+    kernel: NDArray[Any]
+    """The checkpoint's unfolded kernel."""
+    bias: NDArray[Any] | None
+    """The checkpoint's bias of the linear op; None when it has none."""
+    stats: dict[Role, NDArray[Any] | None]
+    """Role -> the checkpoint's BN value."""
+    epsilon: float
+    """The epsilon that best explains the frozen fold (a fold does not record it)."""
+
+
+def folded_rows(
+    graph: Graph,
+    groups: list[Group],
+    values: GroupValues,
+    tolerances: Tolerances,
+) -> tuple[list[tuple[int, LayerComparison]], list[Group], list[FoldedLayer]]:
+    """Explain checkpoint groups with no graph layer as BN folded into a convolution."""
+    if not groups:
+        return [], [], []
+    candidates = find_candidates(graph)
+    rows = []
+    unexplained = []
+    refoldable = []
+    free = list(candidates)
+    for group in sorted(groups, key=lambda g: g.order):
+        candidate = _candidate_for(group, free)
+        if candidate is None:
+            unexplained.append(group)
+            continue
+        free.remove(candidate)
+        row, folded = _fold_row(candidate, group, values, tolerances)
+        rows.append((candidate.position, row))
+        if folded is not None:
+            refoldable.append(folded)
+    return rows, unexplained, refoldable
+
+
+def _candidate_for(group: Group, candidates: list[FoldCandidate]) -> FoldCandidate | None:
+    """The fold candidate with the group's channels named after its scope, else the first."""
+    fitting = [c for c in candidates if c.offset.shape[0] == group.channels]
+    names = {normalize(n) for n in group.names}
+    for candidate in fitting:
+        if normalize(candidate.scope) in names:
+            return candidate
+    return min(fitting, key=lambda c: c.position, default=None)
+
+
+def _fold_row(
+    candidate: FoldCandidate, group: Group, values: GroupValues, tolerances: Tolerances
+) -> tuple[LayerComparison, FoldedLayer | None]:
+    ckpt = values.ckpt
+    kernel_key, bias_key = _kernel_keys(candidate, group, ckpt)
+    stats_values = {role: values.of(group, role) for role in ROLES}
+    findings: list[Finding] = []
+    stats: dict[str, StatDiff] = {}
+    folded = None
+    if kernel_key is None or any(stats_values[r] is None for r in STAT_ROLES):
+        findings.append(
+            finding(
+                "folded",
+                "BN was folded into the preceding layer's weights; the checkpoint lacks the "
+                "kernel or statistics to verify the fold",
+            )
+        )
+    else:
+        kernel = ckpt.read(kernel_key)
+        bias = None if bias_key is None else ckpt.read(bias_key)
+        check = check_fold(candidate, kernel, bias, stats_values)
+        folded = FoldedLayer(group.scope, candidate, kernel, bias, stats_values, check.epsilon)
+        stats["folded"] = StatDiff(check.max_abs_diff, check.max_rel_diff)
+        limit = tolerances.fold_atol + tolerances.fold_rtol * float(
+            np.max(np.abs(np.concatenate([candidate.weights.ravel(), candidate.offset.ravel()])))
+        )
+        if check.max_abs_diff <= limit:
+            findings.append(
+                finding(
+                    "folded",
+                    f"BN was folded into {candidate.linear} (optimize_for_inference); the "
+                    f"folded weights match this checkpoint (epsilon {check.epsilon:g})",
+                )
+            )
+        else:
+            findings.append(
+                finding(
+                    "folded-mismatch",
+                    f"BN was folded into {candidate.linear}, but not from this checkpoint's "
+                    "kernel and statistics: the fold used stale statistics or another "
+                    "checkpoint",
+                )
+            )
+    row = LayerComparison(
+        name=candidate.name,
+        scope=group.scope,
+        op="folded",
+        mode="folded",
+        match_method="folded",
+        checkpoint_scope=group.scope,
+        stats=stats,
+        findings=tuple(at_layer(findings, group.scope)),
+    )
+    return row, folded
+
+
+def _kernel_keys(
+    candidate: FoldCandidate, group: Group, ckpt: Checkpoint
+) -> tuple[str | None, str | None]:
+    """The checkpoint's unfolded kernel and bias for the candidate's linear op."""
+    bn_keys = set(group.keys.values())
+    variables = [v for v in ckpt.variables() if v.key not in bn_keys and not is_bookkeeping(v.key)]
+    shaped = [v for v in variables if v.shape == candidate.weights.shape]
+    scope = normalize(scope_of(candidate.linear))
+    scoped = [v for v in shaped if normalize(v.key).startswith(scope + "/")]
+    chosen = scoped or shaped
+    if len(chosen) != 1:
+        return None, None
+    kernel = chosen[0].key
+    home = kernel.rsplit("/", 1)[0]
+    channels = candidate.offset.shape
+    biases = [
+        v.key
+        for v in variables
+        if v.key.rsplit("/", 1)[0] == home and v.shape == channels and v.key != kernel
+    ]
+    return kernel, biases[0] if len(biases) == 1 else None

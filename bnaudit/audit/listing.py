@@ -8,20 +8,21 @@ import numpy as np
 
 from bnaudit.audit.detect import BnLayer, Param, find_layers
 from bnaudit.audit.health import graph_findings, layer_findings
-from bnaudit.findings import Severity
+from bnaudit.audit.options import ListOptions
 from bnaudit.model import load_model
 from bnaudit.report.results import FlagInfo, LayerReport, ListReport, ParamSummary
 
 
-def list_bn(path: Path, fail_on: Severity | None = Severity.ERROR) -> ListReport:
-    """Read the graph at `path` and report its BN layers; raises BnauditError on bad input."""
+def list_layers(path: Path, options: ListOptions | None = None) -> ListReport:
+    """Read the model at `path` and report its BN layers; raises BnauditError on bad input."""
+    options = options or ListOptions()
     graph = load_model(path)
     scan = find_layers(graph)
     return ListReport(
         graph=str(path),
         layers=tuple(layer_report(layer) for layer in scan.layers),
         findings=tuple(graph_findings(scan)),
-        fail_on=fail_on,
+        fail_on=options.fail_on,
     )
 
 

@@ -22,7 +22,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bnaudit.audit.detect import BnLayer
+from bnaudit.checkpoint.base import Checkpoint
+from bnaudit.checkpoint.groups import CheckpointBnGroup, bn_groups
+from bnaudit.errors import BnauditError
 from bnaudit.names import normalize, strip_call_suffix
+from bnaudit.vocab import MatchMethod, Role
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class Pair:
 
     layer: BnLayer | None
     group: Group | None
-    method: str | None
+    method: MatchMethod | None
     """`map`, `exact`, `scope`, `order`, `values` or `shared`; None when unpaired."""
 
 
@@ -75,7 +79,7 @@ def pair_layers(
     free_layers = list(layers)
     free_groups = list(groups)
 
-    def take(method: str, key: Callable[[BnLayer, Group], bool]) -> None:
+    def take(method: MatchMethod, key: Callable[[BnLayer, Group], bool]) -> None:
         for layer in list(free_layers):
             matches = [g for g in free_groups if key(layer, g)]
             if len(matches) == 1:
@@ -165,4 +169,47 @@ def _same_values(
         theirs is not None
         and theirs.shape == mean.shape
         and bool(np.allclose(theirs, mean, equal_nan=True))
+    )
+
+
+class GroupValues:
+    """The checkpoint's BN values, each tensor read once however often it is compared."""
+
+    def __init__(self, ckpt: Checkpoint) -> None:
+        self.ckpt = ckpt
+        self._read: dict[str, NDArray[Any]] = {}
+
+    def of(self, group: Group, role: Role) -> NDArray[Any] | None:
+        key = group.keys.get(role)
+        if key is None:
+            return None
+        if key not in self._read:
+            self._read[key] = np.asarray(self.ckpt.read(key))
+        return self._read[key]
+
+
+def checkpoint_groups(ckpt: Checkpoint) -> list[Group]:
+    """The checkpoint's BN groups as pairing sees them; a BnauditError when it has none."""
+    found = bn_groups(ckpt)
+    if not found:
+        raise BnauditError(
+            f"{ckpt.path} holds no BN variables (gamma/beta/moving_mean/moving_variance or a "
+            "Keras BatchNormalization layer): pass the checkpoint the graph was trained from"
+        )
+    shapes = {v.key: v.shape for v in ckpt.variables()}
+    return [_as_group(g, index, shapes) for index, g in enumerate(found)]
+
+
+def _as_group(group: CheckpointBnGroup, index: int, shapes: dict[str, tuple[int, ...]]) -> Group:
+    channels = None
+    for role in ("moving_variance", "moving_mean", "gamma", "beta"):
+        if role in group.keys:
+            channels = int(np.prod(shapes.get(group.keys[role], (0,))))
+            break
+    return Group(
+        scope=group.scope,
+        names=(group.scope, *group.names),
+        keys=dict(group.keys),
+        channels=channels,
+        order=index if group.order is None else group.order,
     )

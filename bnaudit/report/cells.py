@@ -6,6 +6,7 @@ from collections import Counter
 
 from bnaudit.findings import Finding
 from bnaudit.report.results import CompareReport, LayerComparison, LayerReport, ListReport
+from bnaudit.vocab import Role
 
 Report = ListReport | CompareReport
 
@@ -14,7 +15,7 @@ def fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-def stat_range(layer: LayerReport, role: str) -> str:
+def stat_range(layer: LayerReport, role: Role) -> str:
     param = layer.params[role]
     if param.kind != "const":
         return {"other": "?", "variable": "variable"}.get(param.kind, param.source)

@@ -10,17 +10,6 @@ from bnaudit.vocab import MatchMethod, Mode, ParamKind, ReferenceKind, Role, Sta
 
 
 @dataclass(frozen=True)
-class Tolerances:
-    """When a frozen value counts as different from the checkpoint's: |a - b| > atol + rtol*|b|."""
-
-    stat_atol: float = 1e-6
-    stat_rtol: float = 1e-6
-    fold_atol: float = 1e-5
-    """Folding recomputes in float32, so its check is looser than a copied constant's."""
-    fold_rtol: float = 1e-4
-
-
-@dataclass(frozen=True)
 class FlagInfo:
     """The boolean that decides a conditional layer."""
 

@@ -1,36 +1,16 @@
-"""Run the frozen graph and a reference on the same feeds and reduce each fetched pair.
+"""Run the frozen graph and its reference on the same feeds, chunk by chunk, and reduce each
+fetched pair to a few numbers before the next chunk runs.
 
-This is the only module importing TensorFlow (and Keras). The reference is a GraphDef (the
-patched copy), a TF1 `.meta` restored from the checkpoint by its own Saver, or a `.keras`
-model; it answers the frozen graph's tensor names through its `fetches` map.
-
-Memory stays bounded by fetching in chunks: the tensors are grouped, in order, each chunk
-fetched from both graphs, reduced to a few numbers and dropped before the next. A chunk
-after the first does not run its graph from the inputs again: it is fed the tensors it
-consumes that an earlier chunk computed (the frontier), fetched with that earlier chunk and
-carried until their last use. Constants are never carried (recomputing them costs nothing),
-and a graph with TF1 control flow (`Switch`/`Merge`/`Enter`...), where a fed tensor may be a
-dead branch's, carries nothing: each of its chunks runs from the inputs, as does any
-consumer of a tensor TensorFlow cannot feed.
-
-The budget, `CHUNK_BYTES` per graph (sizes from TensorFlow's static shapes once the
-placeholders carry the fed shapes), counts everything held while a chunk runs: its fetched
-tensors and every carried tensor alive then (fed to it, passing by it to a later chunk, or
-fetched with it for a later one), each counted once. The frozen graph's tensors are cut into
-chunks so that they fit; a chunk always takes at least one tensor. Where a graph's carries
-would still overflow a chunk (one tensor too big, or the reference's graph differing from
-the frozen one), the largest are not carried and the chunks that need them compute them
-again from the inputs. Peak memory thus follows the widest point of the graph, not the
-number of layers, and the graph runs once, in pieces, however many chunks there are. (A
-`.meta` or `.keras` reference carries nothing: each of its chunks runs from the inputs.)
+The only module importing TensorFlow (and Keras). `chunks` decides how the fetched tensors
+are cut and what each graph carries between chunks; `sides` describes what runs. A `.meta` or
+`.keras` reference carries nothing: each of its chunks runs from the inputs.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -38,68 +18,12 @@ from numpy.typing import NDArray
 
 from bnaudit.errors import BnauditError
 from bnaudit.formats import protos
-
-CHUNK_BYTES = 256 * 2**20
-"""Budget for one chunk's arrays from one graph, carried tensors included (both graphs'
-chunks are alive together)."""
-_UNKNOWN_CHUNK = 8
-"""Tensors per chunk when their sizes cannot be known before running."""
-_CONTROL_FLOW = frozenset(
-    {
-        "Switch", "RefSwitch", "Merge", "RefMerge", "Enter", "RefEnter", "Exit", "RefExit",
-        "NextIteration", "RefNextIteration", "LoopCond", "ControlTrigger",
-    }
-)  # fmt: skip
+from bnaudit.run.chunks import CarryPlan, ChunkBudget, Flow, cut, plan_carries
+from bnaudit.run.sides import KerasSide, MetaSide, Reference, Side
 
 T = TypeVar("T")
-Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Side:
-    """One graph to run: its GraphDef (bnaudit's message class), feeds and a label."""
-
-    graph_def: Any
-    feeds: dict[str, NDArray[Any]]
-    """Placeholder node name -> array."""
-    label: str
-    """How messages name it ("frozen graph", "reference")."""
-
-
-@dataclass(frozen=True)
-class MetaSide:
-    """A TF1 training graph (`.meta`) restored from a checkpoint by its own Saver."""
-
-    meta_graph: bytes
-    """The serialized MetaGraphDef."""
-    checkpoint: str
-    """The prefix fed to the Saver's filename tensor."""
-    restore_op: str
-    filename_tensor: str
-    feeds: dict[str, NDArray[Any]]
-    """Placeholder node name -> array (training flags included, fed False)."""
-    fetches: dict[str, str]
-    """Frozen graph tensor -> this graph's tensor; tensors left out are not fetched."""
-    label: str
-
-
-@dataclass(frozen=True)
-class KerasSide:
-    """A Keras 3 `.keras` model, run in inference with its BN layers' outputs exposed."""
-
-    path: Path
-    inputs: list[str]
-    """The frozen graph's data placeholders, matched to the model's inputs by name."""
-    feeds: dict[str, NDArray[Any]]
-    fetches: dict[str, str]
-    """Frozen graph tensor -> a Keras layer name, or `output:K` for the model's K-th output;
-    a layer the model lacks (or is no BatchNormalization) is not fetched."""
-    outputs: int
-    """How many final outputs the frozen graph has: paired by order only when equal."""
-    label: str
-
-
-Reference = Side | MetaSide | KerasSide
+Step = Callable[[str], None]
+"""Says what the run is doing now (a progress line)."""
 
 
 @dataclass(frozen=True)
@@ -109,9 +33,15 @@ class Reduced(Generic[T]):
     values: dict[str, T]
     """Only tensors both sides gave."""
     chunks: int
+    """How many chunks each side ran."""
+    carried: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Side label -> the tensors its chunks were fed from earlier chunks instead of
+    recomputing them (empty for a side that runs each chunk from the inputs)."""
 
 
 class _Runner(Protocol):
+    carried: list[str]
+
     def fetch_chunks(self, chunks: list[list[str]]) -> Iterator[list[NDArray[Any] | None]]:
         """Each chunk's arrays in turn, run when asked for (None: this side lacks it)."""
         ...
@@ -124,55 +54,62 @@ def run_pair(
     reference: Reference,
     tensors: list[str],
     reduce: Callable[[NDArray[Any], NDArray[Any]], T],
-    progress: Progress,
+    step: Step,
+    budget: ChunkBudget | None = None,
 ) -> Reduced[T]:
     """Fetch `tensors` (`node:index` of the frozen graph) from both sides in chunks; reduce."""
-    progress("loading TensorFlow…")
+    budget = budget or ChunkBudget()
+    step("loading TensorFlow…")
     tf = _import_tensorflow()
 
-    first = _GraphRunner(tf, frozen)
+    first = _GraphRunner(tf, frozen, budget)
     runners: list[_Runner] = [first]
     try:
-        chunks = _cut(_Flow(tf, first.graph, frozen, tensors), tensors)
-        runners.append(_open(tf, reference, progress))
+        chunks = cut(Flow(tf, first.graph, frozen, tensors, budget), tensors)
+        runners.append(_open(tf, reference, step, budget))
         streams = [runner.fetch_chunks(chunks) for runner in runners]
         values: dict[str, T] = {}
         for number, chunk in enumerate(chunks, 1):
             arrays = []
             for stream, side in zip(streams, (frozen, reference), strict=True):
                 where = f" (chunk {number}/{len(chunks)})" if len(chunks) > 1 else ""
-                progress(f"running {side.label}{where}")
+                step(f"running {side.label}{where}")
                 arrays.append(next(stream))
             for name, ours, theirs in zip(chunk, arrays[0], arrays[1], strict=True):
                 if ours is not None and theirs is not None:
                     values[name] = reduce(ours, theirs)
             del arrays
-        return Reduced(values, len(chunks))
+        carried = {
+            side.label: tuple(runner.carried)
+            for side, runner in zip((frozen, reference), runners, strict=True)
+        }
+        return Reduced(values, len(chunks), carried)
     finally:
         for runner in runners:
             runner.close()
 
 
-def _open(tf: Any, side: Reference, progress: Progress) -> _Runner:
+def _open(tf: Any, side: Reference, step: Step, budget: ChunkBudget) -> _Runner:
     if isinstance(side, Side):
-        return _GraphRunner(tf, side)
+        return _GraphRunner(tf, side, budget)
     if isinstance(side, MetaSide):
-        progress(f"restoring the checkpoint into {side.label}")
+        step(f"restoring the checkpoint into {side.label}")
         return _MetaRunner(tf, side)
-    progress(f"loading {side.label}")
+    step(f"loading {side.label}")
     return _KerasRunner(side)
 
 
 class _GraphRunner:
     """A GraphDef in a session; its chunks resume from the tensors carried to them."""
 
-    def __init__(self, tf: Any, side: Side) -> None:
-        self.tf, self.side = tf, side
+    def __init__(self, tf: Any, side: Side, budget: ChunkBudget) -> None:
+        self.tf, self.side, self.budget = tf, side, budget
         self.graph, self.session = _session(tf, side)
+        self.carried: list[str] = []
 
     def fetch_chunks(self, chunks: list[list[str]]) -> Iterator[list[NDArray[Any] | None]]:
         tensors = [name for chunk in chunks for name in chunk]
-        plan = _plan(_Flow(self.tf, self.graph, self.side, tensors), chunks)
+        plan = plan_carries(Flow(self.tf, self.graph, self.side, tensors, self.budget), chunks)
         kept: dict[str, NDArray[Any]] = {}
         for number, names in enumerate(chunks):
             # Yielded straight from the call: the chunk's arrays stay referenced by the caller
@@ -180,10 +117,11 @@ class _GraphRunner:
             yield self._fetch(names, plan, number, kept)
 
     def _fetch(
-        self, names: list[str], plan: _Plan, number: int, kept: dict[str, NDArray[Any]]
+        self, names: list[str], plan: CarryPlan, number: int, kept: dict[str, NDArray[Any]]
     ) -> list[NDArray[Any] | None]:
         extra = [name for name in plan.keep[number] if name not in names]
         carried = {name: kept[name] for name in plan.feed[number]}
+        self.carried += carried
         arrays = _fetch(self.session, self.side.label, self.side.feeds, names + extra, carried)
         got = dict(zip(names + extra, arrays, strict=True))
         kept.update((name, got[name]) for name in plan.keep[number])
@@ -200,6 +138,7 @@ class _MetaRunner:
 
     def __init__(self, tf: Any, side: MetaSide) -> None:
         self.side = side
+        self.carried: list[str] = []
         graph = tf.Graph()
         with graph.as_default():
             try:
@@ -238,6 +177,7 @@ class _KerasRunner:
     def __init__(self, side: KerasSide) -> None:
         import keras
 
+        self.carried: list[str] = []
         self.side, self.keras = side, keras
         try:
             with warnings.catch_warnings():
@@ -377,191 +317,6 @@ def _session(tf: Any, side: Side) -> tuple[Any, Any]:
                 "use --no-run for the static audit"
             ) from None
     return graph, tf.compat.v1.Session(graph=graph)
-
-
-class _Flow:
-    """One graph's ops as chunks see them: what each fetched tensor needs, what may be carried."""
-
-    def __init__(self, tf: Any, graph: Any, side: Side, tensors: list[str]) -> None:
-        ops = graph.get_operations()
-        self.inputs: dict[str, list[str]] = {op.name: [t.name for t in op.inputs] for op in ops}
-        self.before: dict[str, list[str]] = {
-            op.name: [t.op.name for t in op.inputs] + [c.name for c in op.control_inputs]
-            for op in ops
-        }
-        self.fed = {name for name in side.feeds if name in self.before}
-        for name in tensors:
-            try:
-                graph.get_tensor_by_name(name)
-            except (KeyError, ValueError) as error:
-                raise BnauditError(f"the {side.label} has no tensor {name} ({error})") from None
-        needed = _reach({_op(name) for name in tensors}, self.before, self.fed)
-        self.consumers: dict[str, set[str]] = {}
-        """Tensor -> the ops consuming it that some fetched tensor needs."""
-        for op in needed:
-            for name in self.inputs[op]:
-                self.consumers.setdefault(name, set()).add(op)
-        self.carried: dict[str, list[str]] = {}
-        """Op -> its outputs a later chunk may be fed: computed from the fed inputs, feedable."""
-        if not any(op.type in _CONTROL_FLOW for op in ops):
-            after: dict[str, list[str]] = {}
-            for op in needed:
-                for earlier in self.before[op]:
-                    after.setdefault(earlier, []).append(op)
-            varying = _reach(self.fed, after, set()) - self.fed
-            unfeedable = (tf.resource, tf.variant)
-            for name in sorted(self.consumers):
-                tensor = graph.get_tensor_by_name(name)
-                if tensor.op.name not in varying or tensor.dtype in unfeedable:
-                    continue
-                if graph.is_feedable(tensor):
-                    self.carried.setdefault(tensor.op.name, []).append(name)
-        sizes = {name: _nbytes(graph.get_tensor_by_name(name)) for name in tensors}
-        sizes.update(
-            (name, _nbytes(graph.get_tensor_by_name(name)))
-            for names in self.carried.values()
-            for name in names
-        )
-        known = [size for name in tensors if (size := sizes[name]) is not None]
-        guess = max(known) if known else max(1, CHUNK_BYTES // _UNKNOWN_CHUNK)
-        self.size = {name: guess if size is None else size for name, size in sizes.items()}
-
-    def nbytes(self, names: Iterable[str]) -> int:
-        return sum(self.size[name] for name in names)
-
-
-class _Chunking:
-    """A graph's ops put in chunks in order, each computed by the first chunk needing it."""
-
-    def __init__(self, flow: _Flow) -> None:
-        self.flow = flow
-        self.number = 0
-        self.chunk_of: dict[str, int] = {}
-        self.waiting: dict[str, int] = {}
-        """Carried tensor -> how many of its consumers no chunk has taken yet."""
-        self.entering: set[str] = set()
-        """The carried tensors an earlier chunk computed for this one or a later one."""
-
-    def new_ops(self, name: str) -> set[str]:
-        """The ops fetching `name` needs that no chunk computes yet."""
-        found: set[str] = set()
-        stack = [_op(name)]
-        while stack:
-            op = stack.pop()
-            if op not in found and op not in self.chunk_of and op not in self.flow.fed:
-                found.add(op)
-                stack.extend(self.flow.before[op])
-        return found
-
-    def alive(self, ops: set[str]) -> set[str]:
-        """The carried tensors held while this chunk runs, were it to compute `ops` too."""
-        consumers, alive = self.flow.consumers, set(self.entering)
-        alive.update(t for t, left in self.waiting.items() if left > len(consumers[t] & ops))
-        alive.update(
-            name
-            for op in ops
-            for name in self.flow.carried.get(op, ())
-            if any(c not in ops and c not in self.chunk_of for c in consumers[name])
-        )
-        return alive
-
-    def take(self, ops: set[str]) -> None:
-        for op in ops:
-            self.chunk_of[op] = self.number
-            for name in self.flow.carried.get(op, ()):
-                self.waiting[name] = len(self.flow.consumers[name])
-        for op in ops:
-            for name in set(self.flow.inputs[op]) & self.waiting.keys():
-                self.waiting[name] -= 1
-                if not self.waiting[name]:
-                    del self.waiting[name]
-
-    def start_next(self) -> None:
-        self.number += 1
-        self.entering = set(self.waiting)
-
-
-def _cut(flow: _Flow, tensors: list[str]) -> list[list[str]]:
-    """`tensors` in order, in chunks that fit `CHUNK_BYTES` with what this graph carries."""
-    chunking = _Chunking(flow)
-    chunks: list[list[str]] = [[]]
-    for name in tensors:
-        ops = chunking.new_ops(name)
-        if chunks[-1] and flow.nbytes({*chunks[-1], name} | chunking.alive(ops)) > CHUNK_BYTES:
-            chunking.start_next()
-            chunks.append([])
-        chunking.take(ops)
-        chunks[-1].append(name)
-    return chunks if tensors else []
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """What one graph carries from chunk to chunk (lists indexed by chunk)."""
-
-    keep: list[list[str]]
-    """Tensors the chunk computes (and fetches) for a later chunk."""
-    feed: list[list[str]]
-    """Tensors the chunk is fed instead of computing them again."""
-    drop: list[list[str]]
-    """Carried tensors no later chunk needs."""
-
-
-def _plan(flow: _Flow, chunks: list[list[str]]) -> _Plan:
-    """The carries of `chunks` in this graph, the largest left out where a chunk overflows."""
-    chunking = _Chunking(flow)
-    for number, chunk in enumerate(chunks):
-        if number:
-            chunking.start_next()
-        for name in chunk:
-            chunking.take(chunking.new_ops(name))
-    chunk_of = chunking.chunk_of
-    uses: dict[str, tuple[int, list[int]]] = {}
-    """Carried tensor -> the chunk computing it, the later chunks consuming it."""
-    for op, names in flow.carried.items():
-        for name in names:
-            later = sorted({chunk_of[c] for c in flow.consumers[name]} - {chunk_of[op]})
-            if later:
-                uses[name] = (chunk_of[op], later)
-    for number, chunk in enumerate(chunks):
-        while True:
-            alive = {t for t, (made, later) in uses.items() if made <= number <= later[-1]}
-            spare = sorted(alive - set(chunk))
-            if not spare or flow.nbytes(alive | set(chunk)) <= CHUNK_BYTES:
-                break
-            del uses[max(spare, key=lambda t: (flow.size[t], uses[t][1][-1]))]
-    keep: list[list[str]] = [[] for _ in chunks]
-    feed: list[list[str]] = [[] for _ in chunks]
-    drop: list[list[str]] = [[] for _ in chunks]
-    for name, (made, later) in sorted(uses.items()):
-        keep[made].append(name)
-        for number in later:
-            feed[number].append(name)
-        drop[later[-1]].append(name)
-    return _Plan(keep, feed, drop)
-
-
-def _reach(start: Iterable[str], edges: dict[str, list[str]], stop: set[str]) -> set[str]:
-    """The ops reached from `start` along `edges`, not going through (or into) `stop`."""
-    seen: set[str] = set()
-    stack = list(start)
-    while stack:
-        op = stack.pop()
-        if op not in seen and op not in stop:
-            seen.add(op)
-            stack.extend(edges.get(op, ()))
-    return seen
-
-
-def _op(tensor: str) -> str:
-    return tensor.rsplit(":", 1)[0]
-
-
-def _nbytes(tensor: Any) -> int | None:
-    shape = tensor.shape
-    if shape.rank is None or not shape.is_fully_defined():
-        return None
-    return int(np.prod(shape.as_list())) * int(tensor.dtype.size)
 
 
 def _fetch(

@@ -21,19 +21,16 @@ refused as in a frozen graph unless `--allow-unsafe-ops`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from google.protobuf.message import DecodeError
-
 from bnaudit.audit.detect import BnLayer, find_layers
 from bnaudit.errors import BnauditError
-from bnaudit.formats import protos
+from bnaudit.formats.metagraph import metas_beside, read_meta_graph_def
 from bnaudit.formats.tensors import shape_of
-from bnaudit.model.graph import Body, Graph
+from bnaudit.model.graph import Body, Graph, index_graph
 from bnaudit.names import normalize
 from bnaudit.report.results import LayerComparison
 from bnaudit.run.safety import check_safe
@@ -73,20 +70,14 @@ class MetaGraph:
 
 def read_meta(path: Path) -> MetaGraph:
     """Parse and index a `.meta`; a BnauditError says why it cannot serve as a reference."""
-    try:
-        data = path.read_bytes()
-        message = protos.MetaGraphDef.FromString(data)
-    except OSError as error:
-        raise BnauditError(f"cannot read {path}: {error.strerror}") from None
-    except DecodeError:
-        raise BnauditError(f"{path.name} is not a MetaGraphDef") from None
+    data, message = read_meta_graph_def(path)
     graph_def = message.graph_def
     if not graph_def.node:
         raise BnauditError(f"{path.name} holds no graph")
     saver = message.saver_def
     if not saver.restore_op_name or not saver.filename_tensor_name:
         raise BnauditError(f"{path.name} has no Saver to restore the checkpoint with")
-    graph = _graph(path, graph_def)
+    graph = index_graph(path, graph_def)
     restore = saver.restore_op_name.split(":")[0]
     filename = saver.filename_tensor_name.split(":")[0]
     if restore not in graph.top.nodes or filename not in graph.top.nodes:
@@ -128,12 +119,7 @@ def find_meta(
     their shapes.
     """
     own = prefix.with_name(prefix.name + ".meta")
-    others = sorted(
-        (p for p in prefix.parent.glob("*.meta") if p != own),
-        key=lambda p: _natural(p.name),
-        reverse=True,
-    )
-    candidates = ([own] if own.is_file() else []) + others
+    candidates = metas_beside(prefix)
     if not candidates:
         return None, f"no .meta beside {prefix.name}"
     why_not = []
@@ -268,19 +254,3 @@ def _restored_keys(body: Body, node: Any) -> set[str]:
     if names is None or names.op != "Const":
         return set()
     return {v.decode(errors="replace") for v in names.attr["value"].tensor.string_val}
-
-
-def _graph(path: Path, graph_def: Any) -> Graph:
-    top = Body(name=None, nodes={n.name: n for n in graph_def.node})
-    functions = {}
-    for function in graph_def.library.function:
-        body = Body(name=function.signature.name, nodes={n.name: n for n in function.node_def})
-        body.args = [a.name for a in function.signature.input_arg]
-        body.rets = [body.parse_ref(function.ret[a.name]) for a in function.signature.output_arg]
-        functions[function.signature.name] = body
-    return Graph(path=path, graph_def=graph_def, top=top, functions=functions)
-
-
-def _natural(name: str) -> list[Any]:
-    """`model.ckpt-9` before `model.ckpt-10`."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]

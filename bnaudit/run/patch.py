@@ -22,91 +22,29 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bnaudit.audit.compare import FoldedLayer, PairedLayer, StaticAudit
+from bnaudit.audit.compare import PairedLayer
 from bnaudit.audit.detect import BnLayer
-from bnaudit.audit.fold import refold
+from bnaudit.audit.fold import FoldedLayer, refold
 from bnaudit.audit.trace import Tracer
-from bnaudit.errors import BnauditError
 from bnaudit.formats import protos
 from bnaudit.formats.ops import FUSED_OPS, IF_OPS
 from bnaudit.formats.tensors import encode_tensor, shape_of
 from bnaudit.model.graph import Body, Graph
-from bnaudit.run.inputs import placeholders
-from bnaudit.run.meta import MetaGraph, find_meta
 
-REFERENCES = ("auto", "patched", "meta", "keras")
 _DT_FLOAT = 1
 _DT_BOOL = 10
 
 
 @dataclass(frozen=True)
-class Reference:
+class PatchedGraph:
     """A graph that computes what the checkpoint says each BN layer should output."""
 
-    kind: str
-    """`patched`."""
     graph_def: Any
     """A GraphDef (bnaudit's own message class) with the frozen graph's node names."""
     forced_flags: tuple[str, ...]
     """Training flags replaced by a constant False: never fed to this graph."""
     notes: tuple[str, ...]
     """What could not be patched, and why."""
-
-
-@dataclass(frozen=True)
-class Choice:
-    """The reference a run uses, and why."""
-
-    kind: str
-    """`patched`, `meta` or `keras`."""
-    reason: str
-    meta: MetaGraph | None = None
-    """The `.meta` to restore, for `meta`."""
-
-
-def choose(kind: str, static: StaticAudit) -> Choice:
-    """The reference for `--reference kind` (`auto` picks), or a BnauditError saying why not.
-
-    `auto`: `keras` for a `.keras` checkpoint, `meta` when a usable TF1 `.meta` is beside a
-    Saver checkpoint, else `patched`.
-    """
-    if kind == "patched":
-        return Choice("patched", "asked for with --reference patched")
-    is_keras = static.checkpoint_kind == "keras-archive"
-    if kind == "keras":
-        if not is_keras:
-            raise BnauditError(
-                f"--reference keras needs a .keras model as the checkpoint, not a "
-                f"{static.checkpoint_kind} checkpoint; use --reference patched"
-            )
-        return Choice("keras", f"{static.checkpoint_path.name} loaded with Keras")
-    if kind == "auto" and is_keras:
-        return Choice(
-            "keras", f"auto: the checkpoint {static.checkpoint_path.name} is a Keras model"
-        )
-    meta, why = _meta_for(static)
-    if kind == "meta":
-        if meta is None:
-            raise BnauditError(
-                f"--reference meta needs a usable TF1 .meta beside the checkpoint ({why}); "
-                "use --reference patched"
-            )
-        return Choice("meta", why, meta)
-    if meta is not None:
-        return Choice("meta", f"auto: {why}", meta)
-    return Choice("patched", f"auto: {why}; the frozen graph patched with the checkpoint")
-
-
-def _meta_for(static: StaticAudit) -> tuple[MetaGraph | None, str]:
-    if static.checkpoint_kind != "tf1-saver":
-        return None, f"a {static.checkpoint_kind} checkpoint has no .meta"
-    flags = {layer.flag.name for layer in static.layers if layer.flag is not None}
-    inputs = {
-        p.name: p.shape
-        for p in placeholders(static.graph.graph_def)
-        if not p.has_default and not p.is_switch and p.name not in flags
-    }
-    return find_meta(static.checkpoint_path, static.checkpoint_keys, inputs)
 
 
 class _Nodes:
@@ -143,7 +81,7 @@ def patched_reference(
     layers: Sequence[BnLayer],
     paired: Sequence[PairedLayer],
     folded: Sequence[FoldedLayer] = (),
-) -> Reference:
+) -> PatchedGraph:
     """The frozen graph with the checkpoint's BN values, every layer in inference mode."""
     copy = protos.GraphDef()
     copy.CopyFrom(graph.graph_def)
@@ -156,7 +94,7 @@ def patched_reference(
     for fold in folded:
         notes += _refold(nodes, fold)
     forced = _force_flags(graph, nodes, layers)
-    return Reference("patched", copy, tuple(forced), tuple(notes))
+    return PatchedGraph(copy, tuple(forced), tuple(notes))
 
 
 def _patch_params(nodes: _Nodes, item: PairedLayer) -> list[str]:

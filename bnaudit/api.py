@@ -1,0 +1,68 @@
+"""bnaudit's public API: what the command line calls, and what a script can call without it.
+
+    from bnaudit.api import compare, list_bn, CompareOptions, RunOptions
+
+    report = list_bn(Path("model.pb"))
+    report = compare(Path("ckpt"), Path("model.pb"), run=RunOptions(batch=...))
+
+Both return a frozen report (`bnaudit.report.results`) that any renderer of
+`bnaudit.report.REPORTERS` turns into text; `report.passed` is the verdict. Failures the user
+can fix raise `BnauditError` with a one-line message. TensorFlow is imported only when `run`
+asks for the graphs to be executed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bnaudit.audit.compare import audit
+from bnaudit.audit.listing import list_layers
+from bnaudit.audit.options import CompareOptions, ListOptions, Tolerances
+from bnaudit.errors import BnauditError
+from bnaudit.outputs import refuse_overwrite
+from bnaudit.report.results import CompareReport, ListReport
+from bnaudit.run.chunks import ChunkBudget
+from bnaudit.run.inputs import InputOptions
+from bnaudit.run.options import Progress, RunOptions, Silent
+
+__all__ = [
+    "BnauditError",
+    "ChunkBudget",
+    "CompareOptions",
+    "CompareReport",
+    "InputOptions",
+    "ListOptions",
+    "ListReport",
+    "Progress",
+    "RunOptions",
+    "Silent",
+    "Tolerances",
+    "compare",
+    "list_bn",
+]
+
+
+def list_bn(model: Path, options: ListOptions | None = None) -> ListReport:
+    """Every BN layer of the model, its mode, parameters and their health."""
+    return list_layers(model, options)
+
+
+def compare(
+    checkpoint: Path,
+    model: Path,
+    options: CompareOptions | None = None,
+    run: RunOptions | None = None,
+    progress: Progress | None = None,
+) -> CompareReport:
+    """The checkpoint's BN values against the model's; with `run`, both executed as well.
+
+    Without `run` nothing is executed and TensorFlow is never imported (`--no-run`).
+    """
+    if run is not None:
+        refuse_overwrite("--save-inputs", run.save_inputs, [checkpoint, model])
+    static = audit(checkpoint, model, options)
+    if run is None:
+        return static.report
+    from bnaudit.run.pipeline import run_compare  # TensorFlow's side of bnaudit
+
+    return run_compare(static, run, progress or Silent())
