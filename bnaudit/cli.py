@@ -87,6 +87,15 @@ def _run_options(function: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="Unknown first dimension of random inputs (2+ shows training-mode BN).",
         ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _input_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Options saying what the run feeds both graphs."""
+    options = [
         click.option(
             "--shape",
             "shapes",
@@ -119,6 +128,15 @@ def _run_options(function: Callable[..., Any]) -> Callable[..., Any]:
             metavar="NAME=VALUE",
             help="Feed a scalar to the frozen graph, e.g. a flag: is_training=true (repeatable).",
         ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _reference_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Options saying what the frozen graph is run against, and what may run."""
+    options = [
         click.option(
             "--reference",
             type=click.Choice(REFERENCE_CHOICES),
@@ -201,6 +219,8 @@ def list_bn_command(
     help="Rewrite graph names before pairing them with checkpoint names (repeatable).",
 )
 @_run_options
+@_input_options
+@_reference_options
 @_report_options
 def compare_command(
     checkpoint: Path,

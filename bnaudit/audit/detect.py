@@ -1,6 +1,6 @@
 """Find every batch-normalization layer of a graph, by structure and never by name.
 
-A layer shows up as one of two cores:
+A layer is made of one or two cores (see `cores`):
 - a fused op (`FusedBatchNorm`, `V2`, `V3`), alone, or two of them (training and inference)
   joined by a v1 `Merge`, or one in each branch function of a v2 `If`;
 - the decomposition `tf.nn.batch_normalization` and Keras 3 write:
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bnaudit.audit.cores import Core, find_cores, merged_pairs
 from bnaudit.audit.trace import (
     Batch,
     Choice,
@@ -29,14 +30,11 @@ from bnaudit.audit.trace import (
     function_name,
     resolve,
 )
-from bnaudit.formats.ops import CALL_OPS, FUSED_OPS, IF_OPS, MERGE_OPS, VARIABLE_OPS
+from bnaudit.formats.ops import CALL_OPS, IF_OPS, VARIABLE_OPS
 from bnaudit.formats.tensors import decode_tensor
 from bnaudit.model.graph import Body, Graph, TensorRef
 from bnaudit.names import scope_of
 from bnaudit.vocab import ROLES, STAT_ROLES, Mode, ParamKind, Role
-
-_FUSED_INPUTS: dict[Role, int] = {"gamma": 1, "beta": 2, "moving_mean": 3, "moving_variance": 4}
-_FUSED_DEFAULT_EPSILON = 1e-4  # the op's default when the attr is absent
 
 
 @dataclass(frozen=True)
@@ -79,23 +77,6 @@ class BnLayer:
 
 
 @dataclass(frozen=True)
-class _Core:
-    """One BN computation before layers are assembled: a fused op or a decomposition."""
-
-    body: Body
-    stack: Stack
-    node: Any
-    op: str
-    inputs: dict[Role, TensorRef | None]
-    """Parameter role -> tensor (None: absent)."""
-    epsilon: float | None
-    data_format: str | None
-    is_training: bool | None
-    """A fused op's attribute; None for the decomposition (its sources tell)."""
-    output: str
-
-
-@dataclass(frozen=True)
 class GraphScan:
     """What detection found: the layers and references to missing functions."""
 
@@ -125,10 +106,10 @@ def _walk(
 ) -> None:
     """Collect the layers of `body`, then descend into the functions it calls."""
     seen = seen | {body.name}
-    cores = _cores(body, stack)
+    cores = find_cores(body, stack)
     paired: set[str] = set()
     top_name = stack[0].node if stack else None
-    for first, second, merge in _merged_pairs(body, cores):
+    for first, second, merge in merged_pairs(body, cores):
         paired |= {first.node.name, second.node.name}
         found = tracer.switch_branch(body, body.inputs(first.node)[0])
         flag = tracer.flag(body, found[0], stack) if found else None
@@ -167,168 +148,22 @@ def _walk(
                 _walk(graph, tracer, callee, (*stack, frame), layers, missing, seen)
 
 
-def _branch_pairs(
-    then_body: Body, else_body: Body, stack: Stack
-) -> list[tuple[_Core, _Core]] | None:
+def _branch_pairs(then_body: Body, else_body: Body, stack: Stack) -> list[tuple[Core, Core]] | None:
     """Pair the BN cores of an If's two branches, or None when they do not pair up."""
-    then_cores, else_cores = _cores(then_body, stack), _cores(else_body, stack)
+    then_cores, else_cores = find_cores(then_body, stack), find_cores(else_body, stack)
     if not then_cores or len(then_cores) != len(else_cores):
         return None
     return list(zip(then_cores, else_cores, strict=True))
 
 
-def _cores(body: Body, stack: Stack) -> list[_Core]:
-    cores = []
-    for node in body.nodes.values():
-        if node.op in FUSED_OPS:
-            cores.append(_fused_core(body, stack, node))
-        elif node.op == "Rsqrt":
-            core = _decomposed_core(body, stack, node)
-            if core is not None:
-                cores.append(core)
-    return cores
-
-
-def _fused_core(body: Body, stack: Stack, node: Any) -> _Core:
-    inputs = body.inputs(node)
-    attrs = node.attr
-    return _Core(
-        body=body,
-        stack=stack,
-        node=node,
-        op=node.op,
-        inputs={role: inputs[i] for role, i in _FUSED_INPUTS.items()},
-        epsilon=_float32(attrs["epsilon"].f) if "epsilon" in attrs else _FUSED_DEFAULT_EPSILON,
-        data_format=attrs["data_format"].s.decode() if "data_format" in attrs else "NHWC",
-        is_training=bool(attrs["is_training"].b) if "is_training" in attrs else True,
-        output=node.name,
-    )
-
-
-def _consumers(body: Body, name: str, ops: tuple[str, ...]) -> list[tuple[Any, int]]:
-    """Consumers of `name`'s output 0 with one of `ops`: (node, input position)."""
-    return [
-        (body.nodes[c], position)
-        for c, position, index in body.consumers.get(name, [])
-        if index == 0 and body.nodes[c].op in ops
-    ]
-
-
-def _other_input(body: Body, node: Any, position: int) -> TensorRef:
-    return body.inputs(node)[1 - position]
-
-
-def _decomposed_core(body: Body, stack: Stack, rsqrt: Any) -> _Core | None:
-    """Recognise `tf.nn.batch_normalization`'s decomposition around an Rsqrt, or None.
-
-    `scale` is the Rsqrt itself (no gamma) or `Rsqrt * gamma`; the layer's output adds
-    `x * scale` to `beta - mean * scale` (or to `(-mean) * scale` without beta). Training
-    graphs hang gradient ops on the same tensors, so the structure is searched for, not
-    counted.
-    """
-    added = body.inputs(rsqrt)[0]
-    add = body.nodes.get(added.node)
-    if add is None or add.op not in ("Add", "AddV2") or len(add.input) != 2:
-        return None
-    candidates: list[tuple[str, TensorRef | None]] = [(rsqrt.name, None)]
-    for gamma_mul, position in _consumers(body, rsqrt.name, ("Mul",)):
-        candidates.append((gamma_mul.name, _other_input(body, gamma_mul, position)))
-    for scale_name, gamma in candidates:
-        found = _normalization(body, scale_name)
-        if found is None:
-            continue
-        mean_ref, beta, output = found
-        variance, eps_ref = body.inputs(add)
-        return _Core(
-            body=body,
-            stack=stack,
-            node=rsqrt,
-            op="decomposed",
-            inputs={
-                "gamma": gamma,
-                "beta": beta,
-                "moving_mean": mean_ref,
-                "moving_variance": variance,
-            },
-            epsilon=_scalar(body, eps_ref),
-            data_format=None,
-            is_training=None,
-            output=output,
-        )
-    return None
-
-
-def _normalization(body: Body, scale_name: str) -> tuple[TensorRef, TensorRef | None, str] | None:
-    """(mean, beta, output node) when `x * scale + (beta - mean * scale)` hangs on scale."""
-    muls = _consumers(body, scale_name, ("Mul",))
-    for mean_mul, mean_position in muls:
-        other = _other_input(body, mean_mul, mean_position)
-        other_node = body.nodes.get(other.node)
-        shift: str | None = None
-        beta: TensorRef | None = None
-        mean_ref = other
-        subs = [sub for sub, position in _consumers(body, mean_mul.name, ("Sub",)) if position == 1]
-        if subs:
-            shift, beta = subs[0].name, body.inputs(subs[0])[0]
-        elif other_node is not None and other_node.op == "Neg":
-            shift, mean_ref = mean_mul.name, body.inputs(other_node)[0]
-        if shift is None:
-            continue
-        for x_mul, _ in muls:
-            if x_mul is mean_mul:
-                continue
-            for output, _ in _consumers(body, x_mul.name, ("Add", "AddV2")):
-                if shift in {ref.node for ref in body.inputs(output)}:
-                    return mean_ref, beta, output.name
-    return None
-
-
-def _scalar(body: Body, ref: TensorRef) -> float | None:
-    node = body.nodes.get(ref.node)
-    if node is None or node.op != "Const":
-        return None
-    value = decode_tensor(node.attr["value"].tensor)
-    return _float32(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
-
-
-def _float32(value: Any) -> float:
-    """A float32 as the short decimal the user wrote: 0.001, not 0.0010000000474974513."""
-    return float(repr(np.float32(value)).removeprefix("np.float32(").rstrip(")"))
-
-
-def _merged_pairs(body: Body, cores: list[_Core]) -> list[tuple[_Core, _Core, str]]:
-    """Pairs of fused ops whose outputs meet in one v1 `Merge`: (core, core, merge name)."""
-    by_name = {core.node.name: core for core in cores if core.op in FUSED_OPS}
-    pairs = []
-    for name, node in body.nodes.items():
-        if node.op not in MERGE_OPS:
-            continue
-        found = [_fused_behind(body, ref, by_name) for ref in body.inputs(node)]
-        if len(found) == 2 and found[0] and found[1] and found[0] is not found[1]:
-            pairs.append((found[0], found[1], name))
-    return pairs
-
-
-def _fused_behind(body: Body, ref: TensorRef, by_name: dict[str, _Core]) -> _Core | None:
-    """The fused core whose output `ref` is, looking through Identity."""
-    for _ in range(8):
-        if ref.node in by_name and ref.index == 0:
-            return by_name[ref.node]
-        node = body.nodes.get(ref.node)
-        if node is None or node.op != "Identity":
-            return None
-        ref = body.inputs(node)[0]
-    return None
-
-
-def _trace_params(tracer: Tracer, core: _Core) -> dict[Role, Source | None]:
+def _trace_params(tracer: Tracer, core: Core) -> dict[Role, Source | None]:
     return {
         role: None if ref is None else tracer.source(core.body, ref, core.stack)
         for role, ref in core.inputs.items()
     }
 
 
-def _single_layer(graph: Graph, tracer: Tracer, core: _Core, output: str) -> BnLayer:
+def _single_layer(graph: Graph, tracer: Tracer, core: Core, output: str) -> BnLayer:
     sources = _trace_params(tracer, core)
     if core.is_training:
         sources.update({role: Batch(core.node.name) for role in STAT_ROLES})
@@ -347,8 +182,8 @@ def _single_layer(graph: Graph, tracer: Tracer, core: _Core, output: str) -> BnL
 def _pair_layer(
     graph: Graph,
     tracer: Tracer,
-    if_true: _Core,
-    if_false: _Core,
+    if_true: Core,
+    if_false: Core,
     flag: Flag | None,
     output: str,
 ) -> BnLayer:
@@ -367,7 +202,7 @@ def _pair_layer(
     return BnLayer(**{**layer.__dict__, "core_nodes": (if_true.node.name, if_false.node.name)})
 
 
-def _uses_batch_stats(tracer: Tracer, core: _Core) -> bool:
+def _uses_batch_stats(tracer: Tracer, core: Core) -> bool:
     if core.is_training is not None:
         return core.is_training
     mean = core.inputs["moving_mean"]
@@ -376,7 +211,7 @@ def _uses_batch_stats(tracer: Tracer, core: _Core) -> bool:
 
 def _layer(
     graph: Graph,
-    core: _Core,
+    core: Core,
     output: str,
     mode: Mode,
     flag: Flag | None,
@@ -435,7 +270,7 @@ def _param(source: Source | None) -> Param:
     return Param("other", f"{source.op} {source.node}", None)
 
 
-def _implied_format(core: _Core, params: dict[Role, Param]) -> str | None:
+def _implied_format(core: Core, params: dict[Role, Param]) -> str | None:
     """A decomposition's layout, from how its parameters broadcast against the input.
 
     Keras reshapes the parameters of `BatchNormalization(axis=1)` to `[1, C, 1, 1]`; a

@@ -168,10 +168,8 @@ def _saver_groups(ckpt: BundleCheckpoint) -> list[CheckpointBnGroup]:
     return _by_names({k: k for k in ckpt.bundle.entries}, _meta_positions(ckpt.path, keys))
 
 
-def _object_groups(ckpt: BundleCheckpoint, graph: Any) -> list[CheckpointBnGroup]:
-    """Groups of an object-based checkpoint: objects whose variable children have BN names."""
-    nodes = graph.nodes
-    entries = ckpt.bundle.entries
+def _object_paths(nodes: Any) -> tuple[dict[int, str], dict[int, int]]:
+    """Each object's shortest path from the root, and its position in model order."""
     # Breadth first, like TensorFlow naming its keys, so paths are the shortest ones; the
     # optimizer's references to the same variables are not paths to a layer.
     paths = {0: ""}
@@ -193,6 +191,14 @@ def _object_groups(ckpt: BundleCheckpoint, graph: Any) -> list[CheckpointBnGroup
         preorder[node_id] = len(preorder)
         children = [r.node_id for r in nodes[node_id].children if r.local_name not in _SKIP_EDGES]
         stack.extend(c for c in reversed(children) if c not in preorder)
+    return paths, preorder
+
+
+def _object_groups(ckpt: BundleCheckpoint, graph: Any) -> list[CheckpointBnGroup]:
+    """Groups of an object-based checkpoint: objects whose variable children have BN names."""
+    nodes = graph.nodes
+    entries = ckpt.bundle.entries
+    paths, preorder = _object_paths(nodes)
 
     suffix = "/.ATTRIBUTES/VARIABLE_VALUE"
     found: list[tuple[int, dict[str, str], list[str], list[str]]] = []
