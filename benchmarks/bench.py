@@ -6,8 +6,8 @@ Each contender runs in a fresh Python process, so imports count as a user sees t
 - `list-bn`: `python -m bnaudit list-bn GRAPH --format json` (stdout to /dev/null);
 - `tf-parse`: a script that imports TensorFlow and parses GRAPH into `tf.compat.v1.GraphDef`;
 - `bytes-only`: the floor for any tool that must read the graph: a process that imports
-  protobuf and bnaudit's own message classes (`bnaudit.protos`), reads GRAPH and parses it
-  into `bnaudit.protos.GraphDef`, nothing else.
+  protobuf and bnaudit's own message classes (`bnaudit.formats.protos`), reads GRAPH and parses it
+  into `bnaudit.formats.protos.GraphDef`, nothing else.
 Targets (issue 2): list-bn at least 10x faster than tf-parse, at most 2x bytes-only. Once
 `bnaudit compare` exists, `compare --no-run` is measured too against a script that imports
 TensorFlow, reads the BN variables with `tf.train.load_checkpoint` and parses the graph

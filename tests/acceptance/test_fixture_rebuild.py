@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import MODELS, ROOT
 
 from bnaudit.formats.tensors import decode_tensor
@@ -16,6 +17,7 @@ from bnaudit.model import load_model
 NAME = "tf1_fused_cond"
 
 
+@pytest.mark.slow
 def test_rebuilt_fixture_matches_committed(tmp_path: Path) -> None:
     done = subprocess.run(
         [
