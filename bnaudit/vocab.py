@@ -32,3 +32,9 @@ REFERENCE_CHOICES: tuple[str, ...] = ("auto", *get_args(ReferenceKind))
 
 Status = Literal["ok", "warning", "error"]
 """A layer's worst finding (info counts as ok)."""
+
+CheckpointKind = Literal[
+    "tf1-saver", "tf2-object", "saved-model", "keras-h5", "keras-legacy-h5", "keras-archive"
+]
+"""What a checkpoint is: a Saver bundle, an object-based bundle, a SavedModel's variables, a
+Keras 3 weights file, a tf-keras `.h5`, a `.keras` archive."""

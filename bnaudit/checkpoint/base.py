@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from numpy.typing import NDArray
+
+from bnaudit.vocab import CheckpointKind
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class VariableInfo:
 class Checkpoint:
     """Variables from one checkpoint, whatever its format."""
 
-    kind: str
+    kind: CheckpointKind
     """`tf1-saver`, `tf2-object`, `saved-model`, `keras-h5`, `keras-legacy-h5`, `keras-archive`."""
     path: Path
     """The resolved checkpoint: a bundle prefix or the Keras file."""
@@ -51,3 +53,21 @@ class Checkpoint:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class CheckpointFormat(Protocol):
+    """A checkpoint file format bnaudit recognises by its content (see `resolve.FILE_FORMATS`).
+
+    Tensor bundles are not listed: they are a set of files named after a prefix, which
+    `resolve` finds by their names.
+    """
+
+    name: str
+
+    def recognizes(self, path: Path, head: bytes) -> bool:
+        """True when the file's first bytes are this format's."""
+        ...
+
+    def open(self, path: Path) -> Checkpoint:
+        """The checkpoint; a BnauditError with a one-line fix when it is damaged."""
+        ...

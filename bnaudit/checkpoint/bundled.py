@@ -10,12 +10,13 @@ from numpy.typing import NDArray
 from bnaudit.checkpoint.base import Checkpoint, VariableInfo
 from bnaudit.checkpoint.bundle import OBJECT_GRAPH_KEY, Bundle, dtype_name
 from bnaudit.errors import BnauditError
+from bnaudit.vocab import CheckpointKind
 
 
 class BundleCheckpoint(Checkpoint):
     """A tensor bundle: TF1 `Saver`, TF2 `tf.train.Checkpoint`, or a SavedModel's variables."""
 
-    def __init__(self, prefix: Path, kind: str | None, notes: list[str]) -> None:
+    def __init__(self, prefix: Path, kind: CheckpointKind | None, notes: list[str]) -> None:
         self.bundle = Bundle(prefix)
         missing = self.bundle.missing_shards()
         if missing:

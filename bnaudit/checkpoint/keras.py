@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from bnaudit.checkpoint.base import Checkpoint, VariableInfo
 from bnaudit.errors import BnauditError
+from bnaudit.formats.signatures import HDF5_MAGIC, ZIP_MAGIC
 
 
 @dataclass
@@ -224,3 +225,15 @@ def _config_layers(config: dict[str, Any]) -> list[dict[str, Any]]:
 
     walk(config)
     return found
+
+
+class KerasFormat:
+    """Keras weights files: HDF5 (`.weights.h5`, legacy `.h5`) or a zip (`.keras`)."""
+
+    name = "Keras weights"
+
+    def recognizes(self, path: Path, head: bytes) -> bool:
+        return head.startswith((HDF5_MAGIC, ZIP_MAGIC))
+
+    def open(self, path: Path) -> Checkpoint:
+        return KerasCheckpoint(path, [])

@@ -11,13 +11,15 @@ import codecs
 import re
 from pathlib import Path
 
-from bnaudit.checkpoint.base import Checkpoint
+from bnaudit.checkpoint.base import Checkpoint, CheckpointFormat
 from bnaudit.checkpoint.bundled import BundleCheckpoint
-from bnaudit.checkpoint.keras import KerasCheckpoint
+from bnaudit.checkpoint.keras import KerasFormat
 from bnaudit.errors import BnauditError
-from bnaudit.formats.signatures import DATA_SHARD, HDF5_MAGIC, ZIP_MAGIC, head, is_leveldb_table
+from bnaudit.formats.signatures import DATA_SHARD, head, is_leveldb_table
 
 _CHECKPOINT_LINE = re.compile(r'^\s*model_checkpoint_path:\s*"(?P<path>(?:[^"\\]|\\.)*)"')
+FILE_FORMATS: tuple[CheckpointFormat, ...] = (KerasFormat(),)
+"""Single-file checkpoint formats, recognised by content; a new one is a module and a line here."""
 _WHAT_TO_PASS = (
     "pass a checkpoint prefix (dir/model.ckpt-1000), a directory with a `checkpoint` file, "
     "a SavedModel directory, a .weights.h5 or a .keras file"
@@ -108,8 +110,10 @@ def _open_file(path: Path) -> Checkpoint:
                 "missing; pass a complete checkpoint"
             )
         return BundleCheckpoint(prefix, None, [note])
-    if head(path).startswith((HDF5_MAGIC, ZIP_MAGIC)):
-        return KerasCheckpoint(path, [])
+    first = head(path)
+    for checkpoint_format in FILE_FORMATS:
+        if checkpoint_format.recognizes(path, first):
+            return checkpoint_format.open(path)
     if name == "saved_model.pb":
         return _open_directory(path.parent)
     if name.endswith((".pb", ".pbtxt", ".tflite", ".onnx")):
