@@ -171,9 +171,12 @@ class Tracer:
             value = None if origin.value is None else bool(np.all(origin.value))
             return Flag(origin.node, value, constant=True)
         if isinstance(origin, Opaque):
-            node = self._find(origin.node, body, stack)
-            if node is not None and node.op == "PlaceholderWithDefault":
-                default = self.source(body, TensorRef(node.input[0], 0), stack)
+            found = self._find(origin.node, body, stack)
+            node = None if found is None else found[0]
+            if found is not None and node is not None and node.op == "PlaceholderWithDefault":
+                # The default is traced where the placeholder lives, maybe a caller's body.
+                _, home, home_stack = found
+                default = self.source(home, home.inputs(node)[0], home_stack)
                 value = (
                     bool(np.all(default.value))
                     if isinstance(default, Const) and default.value is not None
@@ -183,10 +186,15 @@ class Tracer:
             return Flag(origin.node, None, constant=False)
         return Flag(ref.node, None, constant=False)
 
-    def _find(self, name: str, body: Body, stack: Stack) -> Any | None:
-        for candidate in (body, *(frame.body for frame in stack)):
-            if name in candidate.nodes:
-                return candidate.nodes[name]
+    def _find(self, name: str, body: Body, stack: Stack) -> tuple[Any, Body, Stack] | None:
+        """The node called `name` in `body` or, innermost first, a caller's body; with that
+        body and the calls that reach it."""
+        if name in body.nodes:
+            return body.nodes[name], body, stack
+        for depth in range(len(stack) - 1, -1, -1):
+            caller = stack[depth].body
+            if name in caller.nodes:
+                return caller.nodes[name], caller, stack[:depth]
         return None
 
     def switch_branch(self, body: Body, ref: TensorRef) -> tuple[TensorRef, bool] | None:
