@@ -96,15 +96,27 @@ def test_compare_static(folder: Path, case: dict, runner: CliRunner) -> None:  #
         return
     report = json.loads(result.stdout)
     assert report["command"] == "compare" and report["schema_version"] == 1
-    codes = {f["code"] for f in report["findings"]}
-    codes |= {f["code"] for layer in report["layers"] for f in layer["findings"]}
-    assert set(case["findings"]) <= codes, codes
+    assert _codes(report) == set(case["findings"])
+    assert _layer_codes(report) == case["layer_findings"]
     if case["exit_code"] == 0:
         severities = {f["severity"] for layer in report["layers"] for f in layer["findings"]}
         assert "error" not in severities
     for layer in report["layers"]:
         assert layer["match"]["method"] is not None, layer["scope"]
         assert layer["activation"] is None
+
+
+def _codes(report: dict) -> set[str]:  # type: ignore[type-arg]
+    """Every finding code of a compare report, graph level and layer level together."""
+    codes = {f["code"] for f in report["findings"]}
+    return codes | {f["code"] for layer in report["layers"] for f in layer["findings"]}
+
+
+def _layer_codes(report: dict) -> dict[str, list[str]]:  # type: ignore[type-arg]
+    """Each reported layer's finding codes, sorted (a code twice on one layer shows)."""
+    return {
+        layer["scope"]: sorted(f["code"] for f in layer["findings"]) for layer in report["layers"]
+    }
 
 
 RUN_CASES = [
@@ -121,7 +133,8 @@ RUN_CASES = [
     ids=[f"{f.name}:{c['checkpoint']}:{r}" for f, c, r in RUN_CASES],
 )
 def test_compare_run(folder: Path, case: dict, reference: str, runner: CliRunner) -> None:  # type: ignore[type-arg]
-    """Running both graphs names the first divergent layer the fixture was built to have.
+    """Running both graphs names the first divergent layer the fixture was built to have,
+    with exactly the findings it was built to have.
 
     With the patched reference, and with the one `auto` picks (`meta` beside a TF1 Saver
     checkpoint, `keras` for a `.keras` file): both must agree with how the fixture was made.
@@ -141,5 +154,7 @@ def test_compare_run(folder: Path, case: dict, reference: str, runner: CliRunner
         return
     report = json.loads(result.stdout)
     assert report["first_divergent_layer"] == case["first_divergent_layer"]
+    assert _codes(report) == set(case["run_findings"])
+    assert _layer_codes(report) == case["run_layer_findings"]
     for layer in report["layers"]:  # folded BN included: the reference folds it again
         assert layer["activation"] is not None, layer["scope"]
