@@ -58,15 +58,6 @@ _CONTROL_FLOW = frozenset(
     }
 )  # fmt: skip
 
-_UNKNOWN_CHUNK = 8
-"""Tensors per chunk when their sizes cannot be known before running."""
-_CONTROL_FLOW = frozenset(
-    {
-        "Switch", "RefSwitch", "Merge", "RefMerge", "Enter", "RefEnter", "Exit", "RefExit",
-        "NextIteration", "RefNextIteration", "LoopCond", "ControlTrigger",
-    }
-)  # fmt: skip
-
 
 class Flow:
     """One graph's ops as chunks see them: what each fetched tensor needs, what may be carried."""

@@ -297,12 +297,22 @@ def _with_fed_shapes(side: Side) -> bytes:
 
 
 def _first_line(error: Exception) -> str:
-    """The telling line of a TensorFlow error (they start with "Graph execution error:")."""
+    """The telling line of a TensorFlow error, with the node it names.
+
+    Runtime errors read "Graph execution error:", "Detected at node 'c' defined at ...:",
+    the Python frames that built the node, "Node: 'c'", then the reason and "[[{{node c}}]]".
+    """
     text = getattr(error, "message", None) or str(error)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    lines = [line for line in lines if not line.endswith(":")] or lines
-    line = lines[0] if lines else type(error).__name__
+    node = next((line[len("Node: ") :] for line in lines if line.startswith("Node: '")), None)
+    reasons = [line for line in lines if not line.endswith(":") and not line.startswith(_NOISE)]
+    line = (reasons or lines or [type(error).__name__])[0]
+    if node is not None and node not in line:
+        line = f"{line}, at node {node}"
     return line if len(line) <= 300 else line[:297] + "..."
+
+
+_NOISE = ("Detected at node", 'File "', "Node: ", "[[")
 
 
 def _session(tf: Any, side: Side) -> tuple[Any, Any]:

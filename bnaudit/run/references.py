@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from bnaudit.audit.compare import StaticAudit
 from bnaudit.errors import BnauditError
 from bnaudit.formats.tensors import shape_of
-from bnaudit.names import normalize
+from bnaudit.names import normalize, strip_call_suffix
 from bnaudit.report.results import LayerComparison
 from bnaudit.run.inputs import Inputs, placeholders
 from bnaudit.run.meta import MetaGraph, check_meta_safe, fetch_map, find_meta
@@ -174,7 +174,7 @@ def _keras_side(
     # A Keras layer applied twice has no single output to expose: such rows are left out.
     applied = Counter(row.checkpoint_scope for row in rows if row.checkpoint_scope)
     fetches = {
-        f"{row.name}:0": row.checkpoint_scope or normalize(row.scope)
+        f"{row.name}:0": row.checkpoint_scope or strip_call_suffix(normalize(row.scope))
         for row in rows
         if (row.checkpoint_scope or row.scope) and applied[row.checkpoint_scope or ""] <= 1
     }
