@@ -30,10 +30,10 @@ from bnaudit.audit.detect import BnLayer, find_layers
 from bnaudit.errors import BnauditError
 from bnaudit.formats.metagraph import metas_beside, read_meta_graph_def
 from bnaudit.formats.tensors import shape_of
-from bnaudit.model.graph import Body, Graph, index_graph
+from bnaudit.model.graph import Body, Graph, TensorRef, index_graph
 from bnaudit.names import normalize
 from bnaudit.report.results import LayerComparison
-from bnaudit.run.safety import check_safe
+from bnaudit.run.safety import UnsafeOp, check_safe, scan
 
 RESTORE_OPS = frozenset({"Restore", "RestoreV2", "RestoreSlice"})
 SAVE_OPS = frozenset({"Save", "SaveV2", "SaveSlices", "MergeV2Checkpoints"})
@@ -89,7 +89,8 @@ def read_meta(path: Path) -> MetaGraph:
     for name, node in graph.top.nodes.items():
         if not name.startswith(scope):
             continue
-        if node.op in RESTORE_OPS and graph.top.inputs(node)[0].node == filename:
+        # Output 0 of the filename tensor, the one bnaudit feeds: no other file is read.
+        if node.op in RESTORE_OPS and graph.top.inputs(node)[0] == TensorRef(filename, 0):
             vetted.add(name)
             keys |= _restored_keys(graph.top, node)
         elif node.op in SAVE_OPS:
@@ -109,7 +110,10 @@ def read_meta(path: Path) -> MetaGraph:
 
 
 def find_meta(
-    prefix: Path, keys: frozenset[str], inputs: dict[str, tuple[int, ...] | None]
+    prefix: Path,
+    keys: frozenset[str],
+    inputs: dict[str, tuple[int, ...] | None],
+    allow_unsafe: bool = False,
 ) -> tuple[MetaGraph | None, str]:
     """The usable `.meta` beside a Saver prefix, and why it is (or why none is) usable.
 
@@ -129,7 +133,7 @@ def find_meta(
         except BnauditError as error:
             why_not.append(str(error))
             continue
-        problem = unusable(meta, keys, inputs)
+        problem = unusable(meta, keys, inputs, allow_unsafe)
         if problem is None:
             if path == own:
                 return meta, f"{path.name} is beside the checkpoint"
@@ -142,9 +146,19 @@ def find_meta(
 
 
 def unusable(
-    meta: MetaGraph, keys: frozenset[str], inputs: dict[str, tuple[int, ...] | None]
+    meta: MetaGraph,
+    keys: frozenset[str],
+    inputs: dict[str, tuple[int, ...] | None],
+    allow_unsafe: bool = False,
 ) -> str | None:
     """Why the `.meta` cannot reproduce this checkpoint in inference, or None."""
+    unsafe = [] if allow_unsafe else unsafe_ops(meta)
+    if unsafe:
+        more = f" and {len(unsafe) - 1} more" if len(unsafe) > 1 else ""
+        return (
+            f"it holds {unsafe[0].op} ({unsafe[0].reason}; node {unsafe[0].node!r}){more}, "
+            "which bnaudit does not run without --allow-unsafe-ops"
+        )
     missing = sorted(meta.saver_keys - keys)
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
@@ -213,6 +227,11 @@ def fetch_map(
         if name in nodes:
             fetches[f"{name}:0"] = f"{name}:0"
     return fetches
+
+
+def unsafe_ops(meta: MetaGraph) -> list[UnsafeOp]:
+    """The ops of the `.meta` that may not run, apart from its Saver's own vetted ones."""
+    return [u for u in scan(meta.graph.graph_def) if u.function or u.node not in meta.saver_nodes]
 
 
 def check_meta_safe(meta: MetaGraph, fetches: Iterable[str], allow: bool) -> None:

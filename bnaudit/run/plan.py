@@ -54,7 +54,7 @@ class RunPlan:
 def plan_run(static: StaticAudit, options: RunOptions) -> RunPlan:
     """The run `compare` would do; a BnauditError when the graph or the reference is refused."""
     graph = static.graph
-    choice = choose(options.reference, static)
+    choice = choose(options.reference, static, options.allow_unsafe_ops)
     check_safe(graph.graph_def, str(graph.path), options.allow_unsafe_ops)
     inputs = make_inputs(placeholders(graph.graph_def), training_flags(static), options.inputs)
     rows = list(static.report.layers)

@@ -42,7 +42,7 @@ class Choice:
     """The `.meta` to restore, for `meta`."""
 
 
-def choose(kind: ReferenceChoice, static: StaticAudit) -> Choice:
+def choose(kind: ReferenceChoice, static: StaticAudit, allow_unsafe: bool = False) -> Choice:
     """The reference for `--reference kind` (`auto` picks), or a BnauditError saying why not.
 
     `auto`: `keras` for a `.keras` checkpoint, `meta` when a usable TF1 `.meta` is beside a
@@ -62,7 +62,7 @@ def choose(kind: ReferenceChoice, static: StaticAudit) -> Choice:
         return Choice(
             "keras", f"auto: the checkpoint {static.checkpoint_path.name} is a Keras model"
         )
-    meta, why = _meta_for(static)
+    meta, why = _meta_for(static, allow_unsafe)
     if kind == "meta":
         if meta is None:
             raise BnauditError(
@@ -75,7 +75,7 @@ def choose(kind: ReferenceChoice, static: StaticAudit) -> Choice:
     return Choice("patched", f"auto: {why}; the frozen graph patched with the checkpoint")
 
 
-def _meta_for(static: StaticAudit) -> tuple[MetaGraph | None, str]:
+def _meta_for(static: StaticAudit, allow_unsafe: bool) -> tuple[MetaGraph | None, str]:
     if static.checkpoint_kind != "tf1-saver":
         return None, f"a {static.checkpoint_kind} checkpoint has no .meta"
     flags = training_flags(static)
@@ -84,7 +84,7 @@ def _meta_for(static: StaticAudit) -> tuple[MetaGraph | None, str]:
         for p in placeholders(static.graph.graph_def)
         if not p.has_default and not p.is_switch and p.name not in flags
     }
-    return find_meta(static.checkpoint_path, static.checkpoint_keys, inputs)
+    return find_meta(static.checkpoint_path, static.checkpoint_keys, inputs, allow_unsafe)
 
 
 def build_reference(

@@ -1,25 +1,34 @@
-"""Refuse to run a graph whose ops reach outside the process: files, processes, the network.
+"""Run only graphs whose ops compute: an allow-list, checked before anything runs.
 
-Running a GraphDef runs every op in it, and a frozen graph from elsewhere can hold ops that
-read or write files (`ReadFile`, `WriteFile`, `SaveV2`, readers and file datasets, summary
-writers, `ImmutableConst` memory-maps a file), run Python (`PyFunc`, `EagerPyFunc`) or talk
-to other machines (`Rpc`, debug ops with `grpc://` URLs). None of them belong in a BN
-model, so `compare` refuses them unless the user says `--allow-unsafe-ops`. The scan reads
-the top-level graph and every function of its library (branches, called functions, dataset
-functions) without TensorFlow.
+Running a GraphDef runs its ops, and a frozen graph from elsewhere can hold ops that read or
+write files, start datasets, memory-map a file (`ImmutableConst`), run Python (`PyFunc`),
+talk to other machines, or end the process. bnaudit allows only the ops of TensorFlow's
+families that compute in memory (math, nn, array, control flow, functions, variables, random
+numbers, strings, ...), listed in `allowed_ops.txt` (written by `tools/make_allowed_ops.py`
+from TensorFlow's own op modules). Every other op, in the top-level graph or in any function
+of the library, reachable or not, is refused unless the user says `--allow-unsafe-ops`; so is
+a `PrintV2` that prints to a file. The scan reads the GraphDef without TensorFlow.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from bnaudit.errors import BnauditError
 
-# Op type -> what it does that a model should not. A reasoned list, not TensorFlow's whole
-# I/O surface: the ops a GraphDef can carry that act outside the process by themselves.
-UNSAFE_OPS: dict[str, str] = {
+ALLOWED_OPS: frozenset[str] = frozenset(
+    line
+    for line in resources.files("bnaudit.run").joinpath("allowed_ops.txt").read_text().splitlines()
+    if line and not line.startswith("#")
+)
+"""Every op a graph may hold for bnaudit to run it (see the module docstring)."""
+
+# What some refused ops do, to say so in the message; any op off the allow-list is refused,
+# described or not.
+KNOWN_UNSAFE: dict[str, str] = {
     # Files.
     "ReadFile": "reads a file",
     "WriteFile": "writes a file",
@@ -68,14 +77,31 @@ UNSAFE_OPS: dict[str, str] = {
     "RpcCall": "calls a remote server",
     "RpcServer": "starts a server",
     "RpcServerStart": "starts a server",
+    "Abort": "ends the process",
+    "RemoteCall": "runs a function on another device or machine",
+    "DatasetFromGraph": "runs a serialized dataset graph",
+    "CacheDataset": "writes cache files",
+    "CacheDatasetV2": "writes cache files",
+    "MatchingFilesDataset": "lists files",
+    "RecordInput": "reads files",
+    "DebugIdentity": "dumps tensors to files or a debug server",
+    "DebugIdentityV2": "dumps tensors to files or a debug server",
+    "DebugIdentityV3": "dumps tensors to files or a debug server",
+    "DebugNanCount": "dumps tensors to files or a debug server",
+    "DebugNumericSummary": "dumps tensors to files or a debug server",
+    "DebugNumericSummaryV2": "dumps tensors to files or a debug server",
+    "DecodeProtoV2": "may load a descriptor file",
+    "EncodeProto": "may load a descriptor file",
 }
 # Whole op families: TF1 readers (`TFRecordReaderV2`, `WholeFileReader`) and summary writes.
 _UNSAFE_PATTERNS = (
     (re.compile(r"^\w*Reader(V2)?$"), "reads files"),
     (re.compile(r"^Write\w*Summary$"), "writes summary files"),
+    (re.compile(r"^\w*Dataset(V\d)?$"), "runs a dataset (files, caches, other graphs)"),
+    (re.compile(r"^\w*(Queue|Barrier)\w*$"), "uses a queue that can wait forever"),
+    (re.compile(r"^Collective\w*$"), "talks to other workers"),
 )
 _SAFE_PRINT_STREAMS = {"stderr", "stdout", "log(info)", "log(warning)", "log(error)"}
-_DEBUG_OPS = re.compile(r"^Debug(Identity|NanCount|NumericSummary)(V\d)?$")
 
 
 @dataclass(frozen=True)
@@ -92,26 +118,19 @@ class UnsafeOp:
 
 
 def _reason(node: Any) -> str | None:
+    """Why the node may not run, or None when its op only computes."""
     op = str(node.op)
-    if op in UNSAFE_OPS:
-        return UNSAFE_OPS[op]
-    for pattern, reason in _UNSAFE_PATTERNS:
-        if pattern.match(op):
-            return reason
-    attrs = node.attr
-    if op == "PrintV2" and "output_stream" in attrs:
-        stream = attrs["output_stream"].s.decode(errors="replace")
+    if op not in ALLOWED_OPS:
+        if op in KNOWN_UNSAFE:
+            return KNOWN_UNSAFE[op]
+        for pattern, reason in _UNSAFE_PATTERNS:
+            if pattern.match(op):
+                return reason
+        return "is not an op that only computes"
+    if op == "PrintV2" and "output_stream" in node.attr:
+        stream = node.attr["output_stream"].s.decode(errors="replace")
         if stream not in _SAFE_PRINT_STREAMS:
             return f"prints to {stream}"
-    if op in ("DecodeProtoV2", "EncodeProto") and "descriptor_source" in attrs:
-        source = attrs["descriptor_source"].s.decode(errors="replace")
-        if source not in ("", "local://"):
-            return "loads a descriptor file"
-    if _DEBUG_OPS.match(op):
-        urls = list(attrs["debug_urls"].list.s) if "debug_urls" in attrs else []
-        dump = attrs["dump_root"].s if "dump_root" in attrs else b""
-        if urls or dump:
-            return "dumps tensors to files or a debug server"
     return None
 
 
@@ -151,9 +170,9 @@ def check_safe(
             for op, items in by_op.items()
         ]
         raise BnauditError(
-            f"{label} holds ops that act outside the process: {'; '.join(parts)}. Running it "
-            "would run them: inspect the graph, use --no-run for the static audit, or pass "
-            "--allow-unsafe-ops to run it anyway"
+            f"{label} holds ops that act outside the process or are not known to only "
+            f"compute: {'; '.join(parts)}. Running it would run them: inspect the graph, use "
+            "--no-run for the static audit, or pass --allow-unsafe-ops to run it anyway"
         )
     return found
 
