@@ -151,7 +151,7 @@ def _scalar(body: Body, ref: TensorRef) -> float | None:
     node = body.nodes.get(ref.node)
     if node is None or node.op != "Const":
         return None
-    value = decode_tensor(node.attr["value"].tensor)
+    value = decode_tensor(node.attr["value"].tensor, node.name)
     return float32_value(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
 
 

@@ -86,27 +86,33 @@ class GraphScan:
 
 
 def find_layers(graph: Graph) -> GraphScan:
-    """Every BN layer of `graph` in graph order, and the graph's dangling function calls."""
+    """Every BN layer of `graph` in graph order, and the graph's dangling function calls.
+
+    Bodies are walked from the top-level graph down the functions it calls, each function
+    once (a function called from several places is reported at its first caller), without
+    recursion: call trees of any depth and width cost time linear in the graph.
+    """
     tracer = Tracer(graph)
     layers: list[BnLayer] = []
     missing: list[tuple[str, str]] = []
-    _walk(graph, tracer, graph.top, (), layers, missing, seen=set())
+    walked: set[str | None] = {None}
+    pending: list[tuple[Body, Stack]] = [(graph.top, ())]
+    while pending:
+        body, stack = pending.pop()
+        layers += _body_layers(graph, tracer, body, stack)
+        for callee, callee_stack, pair in _calls(graph, tracer, body, stack, missing, walked):
+            if pair:
+                layers += pair
+            else:
+                pending.append((callee, callee_stack))
     layers.sort(key=lambda layer: layer.position)
     return GraphScan(layers=layers, missing_functions=missing)
 
 
-def _walk(
-    graph: Graph,
-    tracer: Tracer,
-    body: Body,
-    stack: Stack,
-    layers: list[BnLayer],
-    missing: list[tuple[str, str]],
-    seen: set[str | None],
-) -> None:
-    """Collect the layers of `body`, then descend into the functions it calls."""
-    seen = seen | {body.name}
+def _body_layers(graph: Graph, tracer: Tracer, body: Body, stack: Stack) -> list[BnLayer]:
+    """The layers whose cores sit in `body`: v1 Merge pairs, then single cores."""
     cores = find_cores(body, stack)
+    layers = []
     paired: set[str] = set()
     top_name = stack[0].node if stack else None
     for first, second, merge in merged_pairs(body, cores):
@@ -118,6 +124,21 @@ def _walk(
     for core in cores:
         if core.node.name not in paired:
             layers.append(_single_layer(graph, tracer, core, top_name or core.output))
+    return layers
+
+
+def _calls(
+    graph: Graph,
+    tracer: Tracer,
+    body: Body,
+    stack: Stack,
+    missing: list[tuple[str, str]],
+    walked: set[str | None],
+) -> list[tuple[Body, Stack, list[BnLayer]]]:
+    """The functions `body` calls that are still to walk, with their call stacks; an If whose
+    branches hold the same layers comes back as those conditional layers instead."""
+    found: list[tuple[Body, Stack, list[BnLayer]]] = []
+    top_name = stack[0].node if stack else None
     for name, node in body.nodes.items():
         if node.op not in IF_OPS and node.op not in CALL_OPS:
             continue
@@ -127,25 +148,23 @@ def _walk(
             callee = graph.functions.get(function_name(node, attr))
             if callee is None:
                 missing.append((name, function_name(node, attr)))
-            else:
+            elif callee.name not in walked:
                 callees.append(callee)
-        if len(callees) != len(attrs):
-            continue
         frame = Frame(body, name, 1 if node.op in IF_OPS else 0)
-        pairs = (
-            _branch_pairs(callees[0], callees[1], (*stack, frame)) if len(callees) == 2 else None
-        )
-        if pairs:
+        if len(callees) == 2 and (pairs := _branch_pairs(callees[0], callees[1], (*stack, frame))):
             # The same layer in both branches of an If: one conditional layer.
             flag = tracer.flag(body, body.inputs(node)[0], stack)
-            for then_core, else_core in pairs:
-                layers.append(
-                    _pair_layer(graph, tracer, then_core, else_core, flag, top_name or name)
-                )
+            layers = [
+                _pair_layer(graph, tracer, then_core, else_core, flag, top_name or name)
+                for then_core, else_core in pairs
+            ]
+            walked.update(callee.name for callee in callees)
+            found.append((callees[0], (), layers))
             continue
         for callee in callees:
-            if callee.name not in seen:
-                _walk(graph, tracer, callee, (*stack, frame), layers, missing, seen)
+            walked.add(callee.name)
+            found.append((callee, (*stack, frame), []))
+    return found
 
 
 def _branch_pairs(then_body: Body, else_body: Body, stack: Stack) -> list[tuple[Core, Core]] | None:
@@ -300,7 +319,7 @@ def _reshaped_to(body: Body, ref: TensorRef) -> tuple[int, ...] | None:
             target = body.nodes.get(body.inputs(node)[1].node)
             if target is None or target.op != "Const":
                 return None
-            value = decode_tensor(target.attr["value"].tensor)
+            value = decode_tensor(target.attr["value"].tensor, target.name)
             return None if value is None else tuple(int(d) for d in value.reshape(-1))
         if node.op not in ("Identity", "Cast", "ReadVariableOp", "Snapshot"):
             return None

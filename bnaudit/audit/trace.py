@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bnaudit.errors import BnauditError
 from bnaudit.formats.ops import CALL_OPS, FUSED_OPS, IF_OPS, MERGE_OPS, SWITCH_OPS
 from bnaudit.formats.tensors import decode_tensor
 from bnaudit.model.graph import Body, Graph, TensorRef
@@ -29,7 +30,8 @@ PASS_THROUGH = frozenset(
 READ_OPS = frozenset({"Identity", "RefIdentity", "ReadVariableOp", "Cast", "Snapshot"})
 # Ops whose output is a statistic of the batch being normalized.
 BATCH_STAT_OPS = frozenset({"Mean", "SquaredDifference", "Square"})
-_MAX_DEPTH = 200
+MAX_NESTING = 200
+"""How deep conds, `If` branches and calls may nest inside one another along one trace."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,12 @@ class Frame:
 
 
 Stack = tuple[Frame, ...]
+_Key = tuple[int, str, int, tuple[tuple[int, str], ...]]
+
+
+def _key(body: Body, ref: TensorRef, stack: Stack) -> _Key:
+    """What a trace's result depends on: the body, the tensor and the calls that reach it."""
+    return (id(body), ref.node, ref.index, tuple((id(f.body), f.node) for f in stack))
 
 
 @dataclass(frozen=True)
@@ -121,15 +129,48 @@ def function_name(node: Any, attr: str) -> str:
 
 
 class Tracer:
-    """Answers "where does this tensor's value come from?" for one graph."""
+    """Answers "where does this tensor's value come from?" for one graph.
+
+    Each (body, tensor, calls) is traced once and remembered, so nested conds, `If` branches
+    and call trees cost time linear in the graph; chains of pass-through ops of any length are
+    followed without recursion, and a cycle ends the trace as `Opaque(..., "cycle")`.
+    """
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
+        self._traced: dict[_Key, Source] = {}
+        self._active: set[_Key] = set()
 
     def source(self, body: Body, ref: TensorRef, stack: Stack = ()) -> Source:
         """The origin of `ref`, a tensor of `body` reached through the calls in `stack`."""
+        key = _key(body, ref, stack)
+        found = self._traced.get(key)
+        if found is not None:
+            return found
+        if key in self._active:
+            return Opaque(ref.node, "cycle")
+        if len(self._active) >= MAX_NESTING:
+            raise BnauditError(
+                f"{self.graph.path}: conds, If branches or calls nest more than {MAX_NESTING} "
+                f"deep around {ref.node!r}; no real model does: the graph is damaged or generated"
+            )
+        self._active.add(key)
+        try:
+            found = self._follow(body, ref, stack)
+        finally:
+            self._active.discard(key)
+        self._traced[key] = found
+        return found
+
+    def _follow(self, body: Body, ref: TensorRef, stack: Stack) -> Source:
+        """Walk back through pass-through ops; recurse (memoized) only where values join."""
         read = False
-        for _ in range(_MAX_DEPTH):
+        seen: set[_Key] = set()
+        while True:
+            key = _key(body, ref, stack)
+            if key in seen:
+                return Opaque(ref.node, "cycle")
+            seen.add(key)
             if ref.node not in body.nodes:
                 if ref.node in body.args and stack:
                     frame = stack[-1]
@@ -147,7 +188,7 @@ class Tracer:
             elif op == "IdentityN":
                 ref = body.inputs(node)[ref.index]
             elif op == "Const":
-                return Const(node.name, decode_tensor(node.attr["value"].tensor), read)
+                return Const(node.name, decode_tensor(node.attr["value"].tensor, node.name), read)
             elif op in BATCH_STAT_OPS or (op in FUSED_OPS and ref.index in (1, 2)):
                 return Batch(node.name)
             elif op in MERGE_OPS:
@@ -162,7 +203,6 @@ class Tracer:
                 body, ref = callee, callee.rets[ref.index]
             else:
                 return Opaque(node.name, op)
-        return Opaque(ref.node, "too deep")
 
     def flag(self, body: Body, ref: TensorRef, stack: Stack = ()) -> Flag:
         """Describe the boolean that `ref` carries (a predicate of Switch or If)."""
@@ -199,7 +239,9 @@ class Tracer:
 
     def switch_branch(self, body: Body, ref: TensorRef) -> tuple[TensorRef, bool] | None:
         """The (predicate, branch) of the v1 `Switch` that `ref`'s data flows out of."""
-        for _ in range(_MAX_DEPTH):
+        seen: set[TensorRef] = set()
+        while ref not in seen:
+            seen.add(ref)
             node = body.nodes.get(ref.node)
             if node is None or not node.input:
                 return None

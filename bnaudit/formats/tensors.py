@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from bnaudit.errors import BnauditError
 from bnaudit.formats import protos
 
 # DataType enum value -> numpy dtype, for the types a BN parameter can have.
@@ -47,11 +49,33 @@ def shape_of(shape_proto: Any) -> tuple[int, ...] | None:
     return tuple(int(d.size) for d in shape_proto.dim)
 
 
-def decode_tensor(tensor: Any) -> NDArray[Any] | None:
-    """The value of a TensorProto, or None when its dtype is not numeric."""
+MAX_FILL_BYTES = 64 * 2**20
+"""The most a constant stored as a fill (one value, or a run ending in its last value) may
+expand to: far more than any BN parameter, far less than a hostile 2e9-element declaration."""
+
+
+def element_size(dtype_enum: int) -> int | None:
+    """Bytes per element of a numeric DataType, None for others (strings, resources)."""
+    if dtype_enum == DT_BFLOAT16:
+        return 2
+    return NUMPY_DTYPES[dtype_enum].itemsize if dtype_enum in NUMPY_DTYPES else None
+
+
+def declared_count(tensor: Any) -> int:
+    """How many elements a TensorProto's shape declares (exact: Python integers)."""
+    return math.prod(max(0, int(d.size)) for d in tensor.tensor_shape.dim)
+
+
+def decode_tensor(tensor: Any, name: str = "a constant") -> NDArray[Any] | None:
+    """The value of a TensorProto, or None when its dtype is not numeric or it is malformed.
+
+    A fill that would expand beyond `MAX_FILL_BYTES` raises a BnauditError naming `name`.
+    """
     dtype_enum = int(tensor.dtype) % 100  # reference types are plain types + 100
     shape = shape_of(tensor.tensor_shape) or ()
-    count = int(np.prod(shape, dtype=np.int64))
+    if any(d < 0 for d in shape):
+        return None
+    count = declared_count(tensor)
     if dtype_enum == DT_BFLOAT16:
         np_dtype: np.dtype[Any] = np.dtype(np.uint16)
     elif dtype_enum in NUMPY_DTYPES:
@@ -59,15 +83,18 @@ def decode_tensor(tensor: Any) -> NDArray[Any] | None:
     else:
         return None
     if tensor.tensor_content:
+        if len(tensor.tensor_content) != count * np_dtype.itemsize:
+            return None
         values = np.frombuffer(tensor.tensor_content, dtype=np_dtype.newbyteorder("<"))
         values = values.astype(np_dtype)
     else:
-        listed = getattr(tensor, _VALUE_FIELDS[dtype_enum])
-        if dtype_enum in (DT_HALF, DT_BFLOAT16):
-            # half_val holds the 16-bit patterns widened to int32.
-            values = np.array(listed, dtype=np.int32).astype(np.uint16).view(np_dtype)
-        else:
-            values = np.array(listed, dtype=np_dtype)
+        values = _listed(tensor, dtype_enum, np_dtype)
+        if values.size < count and count * np_dtype.itemsize > MAX_FILL_BYTES:
+            raise BnauditError(
+                f"{name} declares {count:,} elements filled from {values.size} value(s), "
+                f"{count * np_dtype.itemsize / 2**20:,.0f} MB once expanded: no BN parameter is "
+                "that large; the graph is damaged or hostile"
+            )
         if 0 < values.size < count:
             # TensorFlow stores a constant fill once, or a run ending in its last value.
             values = np.concatenate([values, np.full(count - values.size, values[-1])])
@@ -79,6 +106,15 @@ def decode_tensor(tensor: Any) -> NDArray[Any] | None:
     if dtype_enum == DT_BFLOAT16:
         return bfloat16_to_float32(array)
     return array
+
+
+def _listed(tensor: Any, dtype_enum: int, np_dtype: np.dtype[Any]) -> NDArray[Any]:
+    """The values a TensorProto lists in its typed repeated field."""
+    listed = getattr(tensor, _VALUE_FIELDS[dtype_enum])
+    if dtype_enum in (DT_HALF, DT_BFLOAT16):
+        # half_val holds the 16-bit patterns widened to int32.
+        return np.array(listed, dtype=np.int32).astype(np.uint16).view(np_dtype)
+    return np.array(listed, dtype=np_dtype)
 
 
 def encode_tensor(array: NDArray[Any], dtype_enum: int) -> Any:

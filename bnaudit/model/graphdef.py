@@ -11,8 +11,9 @@ from google.protobuf.message import DecodeError
 
 from bnaudit.errors import BnauditError
 from bnaudit.formats import protos
-from bnaudit.model.graph import Body, Graph, index_graph
+from bnaudit.model.graph import Graph, index_graph
 from bnaudit.model.sniff import FREEZE_HINT, container_kind, describe_other, read_model_bytes
+from bnaudit.model.validate import check_graph, check_graph_def
 
 _OP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_>]*$")
 
@@ -27,11 +28,11 @@ class GraphDefFormat:
         return describe_other(path, data) is None
 
     def load(self, path: Path, data: bytes) -> Graph:
-        """Parse, index and check the graph, or raise a BnauditError naming what is wrong."""
-        graph = index_graph(path, parse_graph_def(path, data))
-        _check_references(path, graph.top)
-        for body in (graph.top, *graph.functions.values()):
-            _check_arity(path, body)
+        """Parse, check and index the graph, or raise a BnauditError naming what is wrong."""
+        graph_def = parse_graph_def(path, data)
+        check_graph_def(path, graph_def)
+        graph = index_graph(path, graph_def)
+        check_graph(graph)
         return graph
 
 
@@ -56,47 +57,6 @@ def parse_graph_def(path: Path, data: bytes) -> Any:
 def read_graph_def(path: Path) -> Any:
     """The GraphDef message of a frozen graph file (for tools that edit it)."""
     return parse_graph_def(path, read_model_bytes(path))
-
-
-def _check_references(path: Path, top: Body) -> None:
-    for name, node in top.nodes.items():
-        for text in node.input:
-            producer = text.lstrip("^").split(":")[0]
-            if producer not in top.nodes:
-                raise BnauditError(
-                    f"{path}: node {name!r} reads {producer!r}, which the graph does not "
-                    "contain; the file looks truncated or cut from a larger graph: "
-                    "export it again"
-                )
-
-
-# Data inputs the ops bnaudit follows always have; TensorFlow refuses a node with fewer.
-_MIN_INPUTS = {
-    **dict.fromkeys(
-        ("Identity", "RefIdentity", "Cast", "ReadVariableOp", "Enter", "RefEnter", "Snapshot",
-         "StopGradient", "PreventGradient", "CheckNumerics", "Squeeze", "Rsqrt", "Neg",
-         "PlaceholderWithDefault", "If", "StatelessIf", "Merge", "RefMerge"),
-        1,
-    ),
-    **dict.fromkeys(
-        ("Switch", "RefSwitch", "Mul", "Sub", "Add", "AddV2", "BiasAdd", "Conv2D", "Conv3D",
-         "MatMul", "DepthwiseConv2dNative", "Reshape", "ExpandDims", "EnsureShape"),
-        2,
-    ),
-    **dict.fromkeys(("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"), 5),
-}  # fmt: skip
-
-
-def _check_arity(path: Path, body: Body) -> None:
-    for name, node in body.nodes.items():
-        need = _MIN_INPUTS.get(node.op, 0)
-        have = sum(1 for text in node.input if not text.startswith("^"))
-        if have < need:
-            where = f" in function {body.name}" if body.name else ""
-            raise BnauditError(
-                f"{path}: node {name!r}{where} ({node.op}) has {have} input(s) where the op "
-                f"takes {need}; the graph is damaged: export it again"
-            )
 
 
 def _parse_binary(data: bytes) -> Any | None:

@@ -31,6 +31,7 @@ from bnaudit.errors import BnauditError
 from bnaudit.formats.metagraph import metas_beside, read_meta_graph_def
 from bnaudit.formats.tensors import shape_of
 from bnaudit.model.graph import Body, Graph, TensorRef, index_graph
+from bnaudit.model.validate import check_graph, check_graph_def
 from bnaudit.names import normalize
 from bnaudit.report.results import LayerComparison
 from bnaudit.run.safety import UnsafeOp, check_safe, scan
@@ -77,7 +78,9 @@ def read_meta(path: Path) -> MetaGraph:
     saver = message.saver_def
     if not saver.restore_op_name or not saver.filename_tensor_name:
         raise BnauditError(f"{path.name} has no Saver to restore the checkpoint with")
+    check_graph_def(path, graph_def)
     graph = index_graph(path, graph_def)
+    check_graph(graph)
     restore = saver.restore_op_name.split(":")[0]
     filename = saver.filename_tensor_name.split(":")[0]
     if restore not in graph.top.nodes or filename not in graph.top.nodes:
