@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError
 from numpy.typing import NDArray
 
 from bnaudit.errors import BnauditError
+from bnaudit.files import INDEX_LIMIT, file_size, read_bytes, shown
 from bnaudit.formats.protos import (
     DATA_TYPES,
     BundleEntryProto,
@@ -175,13 +176,11 @@ class Bundle:
         self.index_path = Path(f"{self.prefix}.index")
         self.num_shards = 1
         self.entries: dict[str, BundleEntry] = {}
-        try:
-            data = self.index_path.read_bytes()
-        except OSError as exc:
-            raise BnauditError(
-                f"cannot read {self.index_path}: {exc.strerror or exc}; "
-                "pass the prefix of a TensorFlow checkpoint (PREFIX.index must exist)"
-            ) from None
+        data = read_bytes(
+            self.index_path,
+            "the prefix of a TensorFlow checkpoint (PREFIX.index must exist)",
+            INDEX_LIMIT,
+        )
         try:
             self._parse_index(data)
         except (ValueError, IndexError, struct.error, DecodeError) as exc:
@@ -252,19 +251,24 @@ class Bundle:
 
     def _read_bytes(self, entry: BundleEntry) -> bytearray:
         path = self.data_path(entry.shard_id)
+        what = f"every data shard the checkpoint index names, beside {self.index_path.name}"
+        available = file_size(path, what, limit=2**63)
+        if entry.offset + entry.size > available:
+            # Checked before allocating: an index can declare any size.
+            raise BnauditError(
+                f"{shown(path)} is truncated: {entry.key!r} needs {entry.size} bytes at offset "
+                f"{entry.offset}, the file has {available}; pass an intact checkpoint"
+            )
         buf = bytearray(entry.size)
         try:
             with path.open("rb") as file:
                 file.seek(entry.offset)
                 got = file.readinto(buf)
         except OSError as exc:
-            raise BnauditError(
-                f"cannot read {path}: {exc.strerror or exc}; every data shard the "
-                f"checkpoint index names must sit beside {self.index_path.name}"
-            ) from None
+            raise BnauditError(f"cannot read {shown(path)}: {exc.strerror or exc}") from None
         if got != entry.size:
             raise BnauditError(
-                f"{path} is truncated: {entry.key!r} needs {entry.size} bytes at offset "
+                f"{shown(path)} is truncated: {entry.key!r} needs {entry.size} bytes at offset "
                 f"{entry.offset}, only {got} are there; pass an intact checkpoint"
             )
         return buf

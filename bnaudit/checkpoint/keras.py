@@ -11,6 +11,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from numpy.typing import NDArray
 
 from bnaudit.checkpoint.base import Checkpoint, VariableInfo
 from bnaudit.errors import BnauditError
+from bnaudit.files import shown
 from bnaudit.formats.signatures import HDF5_MAGIC, ZIP_MAGIC
 
 
@@ -112,9 +114,9 @@ class KerasCheckpoint(Checkpoint):
         import h5py
 
         with _intact_h5(self.path):
-            obj = self._h5.get(key)
+            obj = _hard_linked(self._h5, key, self.path)
             if isinstance(obj, h5py.Dataset):
-                return np.asarray(obj[()])
+                return _dataset_value(obj, key, self.path)
         raise KeyError(key)
 
     def close(self) -> None:
@@ -126,26 +128,115 @@ class KerasCheckpoint(Checkpoint):
             self._spool = None
 
 
+MAX_TENSOR_BYTES = 2**30
+"""The largest variable read from a Keras file: no BN parameter or kernel bnaudit folds is
+near it, and a hostile file cannot make bnaudit allocate more."""
+MAX_CONFIG_BYTES = 64 * 2**20
+MAX_WEIGHTS_BYTES = 8 * 2**30
+MAX_RATIO = 50
+"""Weights barely compress; a member inflating more than this (past 64 MB) is a zip bomb."""
+
+
+def _hard_linked(h5: Any, key: str, path: Path) -> Any:
+    """The object at `key`, reached through hard links only (a soft or external link could
+    point into another file, or anywhere in this one)."""
+    import h5py
+
+    obj = h5
+    for part in key.strip("/").split("/"):
+        link = obj.get(part, getlink=True) if isinstance(obj, h5py.Group) else None
+        if link is None:
+            return None
+        if not isinstance(link, h5py.HardLink):
+            raise BnauditError(
+                f"{shown(path)}: {key!r} is a {type(link).__name__}, not data stored in the "
+                "file; bnaudit reads only what the file holds: pass the weights file itself"
+            )
+        obj = obj[part]
+    return obj
+
+
+def _dataset_value(dataset: Any, key: str, path: Path) -> NDArray[Any]:
+    """A dataset's value, after checking it is numeric, stored in this file and of sane size."""
+    where = f"{shown(path)}: {key!r}"
+    if dataset.external:
+        raise BnauditError(f"{where} keeps its data in other files; pass a self-contained file")
+    if dataset.dtype.fields is not None or dataset.dtype.kind not in "biuf":
+        raise BnauditError(f"{where} is not a numeric tensor ({dataset.dtype}); pass Keras weights")
+    if dataset.size * dataset.dtype.itemsize > MAX_TENSOR_BYTES:
+        raise BnauditError(f"{where} declares {dataset.size:,} values; no layer has that many")
+    if dataset.size and dataset.id.get_storage_size() == 0:
+        raise BnauditError(f"{where} declares {dataset.size:,} values but stores none: damaged")
+    return np.asarray(dataset[()])
+
+
+def _member(archive: zipfile.ZipFile, name: str, limit: int, path: Path) -> zipfile.ZipInfo:
+    """The archive member `name`, refused when encrypted, oversized or a zip bomb."""
+    info = archive.getinfo(name)
+    where = f"{shown(path)}: {name}"
+    if info.flag_bits & 0x1:
+        raise BnauditError(f"{where} is encrypted; pass a .keras file saved by Keras")
+    if info.file_size > limit:
+        raise BnauditError(f"{where} inflates to {info.file_size:,} bytes, over {limit:,}")
+    big = info.file_size > 64 * 2**20
+    if big and info.file_size > MAX_RATIO * max(1, info.compress_size):
+        raise BnauditError(
+            f"{where} inflates {info.file_size // max(1, info.compress_size):,} times (a zip "
+            "bomb?); pass a .keras file saved by Keras"
+        )
+    return info
+
+
 def _open_archive(path: Path) -> tuple[dict[str, Any] | None, IO[bytes]]:
     """config.json and a spooled copy of model.weights.h5 from a `.keras` zip.
 
     The weights are copied to an anonymous temporary file rather than read from the zip
-    member, because h5py seeks back and forth and a zip member only streams forward.
+    member, because h5py seeks back and forth and a zip member only streams forward. Sizes
+    are checked before anything is inflated, and the copy stops at the declared size.
     """
+    try:
+        return _read_archive(path)
+    except (zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error, EOFError) as exc:
+        raise BnauditError(
+            f"{shown(path)}: cannot unpack it ({exc}); pass an intact .keras file"
+        ) from None
+
+
+def _read_archive(path: Path) -> tuple[dict[str, Any] | None, IO[bytes]]:
     with zipfile.ZipFile(path) as archive:
         names = set(archive.namelist())
         if "model.weights.h5" not in names:
             raise BnauditError(
-                f"{path} is a zip file without model.weights.h5; pass a .keras file "
+                f"{shown(path)} is a zip file without model.weights.h5; pass a .keras file "
                 "saved by model.save(...) or its .weights.h5"
             )
-        config = json.loads(archive.read("config.json")) if "config.json" in names else None
+        config = None
+        if "config.json" in names:
+            _member(archive, "config.json", MAX_CONFIG_BYTES, path)
+            config = _json(archive.read("config.json"), path)
+        weights = _member(archive, "model.weights.h5", MAX_WEIGHTS_BYTES, path)
+        free = shutil.disk_usage(tempfile.gettempdir()).free
+        if weights.file_size > free:
+            raise BnauditError(
+                f"{shown(path)}: its weights need {weights.file_size:,} bytes of temporary "
+                f"space, {tempfile.gettempdir()} has {free:,}; set TMPDIR to a roomier place"
+            )
         # Not a `with`: the caller owns the file until the checkpoint is closed.
         spool = tempfile.TemporaryFile()  # noqa: SIM115
-        with archive.open("model.weights.h5") as member:
+        with archive.open(weights) as member:
             shutil.copyfileobj(member, spool)
         spool.seek(0)
     return config, spool
+
+
+def _json(data: bytes, path: Path) -> dict[str, Any] | None:
+    try:
+        config = json.loads(data)
+    except (ValueError, RecursionError):
+        raise BnauditError(
+            f"{shown(path)}: config.json is not valid JSON; pass an intact .keras file"
+        ) from None
+    return config if isinstance(config, dict) else None
 
 
 def _natural_key(name: str) -> tuple[str, int]:
@@ -156,13 +247,21 @@ def _natural_key(name: str) -> tuple[str, int]:
 
 
 def _keras3_layers(h5: Any) -> list[KerasLayer]:
-    """Every group holding a `vars` subgroup of a Keras 3 `.weights.h5`, in model order."""
+    """Every group holding a `vars` subgroup of a Keras 3 `.weights.h5`, in model order.
+
+    Only hard links are followed (a soft or external link is refused when read), and the walk
+    keeps its own stack: a file nesting groups thousands deep cannot exhaust Python's.
+    """
     import h5py
 
     layers: list[KerasLayer] = []
-
-    def walk(group: Any, path: str) -> None:
+    pending: list[tuple[Any, str]] = [(h5, "")]
+    while pending:
+        group, path = pending.pop()
+        children = []
         for child in sorted(group.keys(), key=_natural_key):
+            if not isinstance(group.get(child, getlink=True), h5py.HardLink):
+                continue
             obj = group[child]
             if not isinstance(obj, h5py.Group):
                 continue
@@ -179,9 +278,8 @@ def _keras3_layers(h5: Any) -> list[KerasLayer]:
                         )
                     )
             else:
-                walk(obj, child_path)
-
-    walk(h5, "")
+                children.append((obj, child_path))
+        pending.extend(reversed(children))  # depth first, in order: the model's order
     return layers
 
 
@@ -191,7 +289,9 @@ def _legacy_layers(h5: Any) -> list[KerasLayer]:
     layers = []
     for raw in root.attrs["layer_names"]:
         name = raw.decode() if isinstance(raw, bytes) else str(raw)
-        group = root[name]
+        group = _hard_linked(root, name, Path(h5.filename))
+        if group is None:
+            continue
         weight_names = [
             w.decode() if isinstance(w, bytes) else str(w)
             for w in group.attrs.get("weight_names", [])

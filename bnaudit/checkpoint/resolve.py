@@ -15,6 +15,7 @@ from bnaudit.checkpoint.base import Checkpoint, CheckpointFormat
 from bnaudit.checkpoint.bundled import BundleCheckpoint
 from bnaudit.checkpoint.keras import KerasFormat
 from bnaudit.errors import BnauditError
+from bnaudit.files import TEXT_LIMIT, file_size, is_dir, read_bytes
 from bnaudit.formats.signatures import DATA_SHARD, head, is_leveldb_table
 
 _CHECKPOINT_LINE = re.compile(r'^\s*model_checkpoint_path:\s*"(?P<path>(?:[^"\\]|\\.)*)"')
@@ -29,7 +30,8 @@ _WHAT_TO_PASS = (
 def _from_checkpoint_file(directory: Path, state_file: Path) -> tuple[Path, list[str]]:
     """The latest prefix named by a `checkpoint` state file."""
     latest = None
-    for line in state_file.read_text(errors="replace").splitlines():
+    text = read_bytes(state_file, "a `checkpoint` state file", TEXT_LIMIT).decode(errors="replace")
+    for line in text.splitlines():
         match = _CHECKPOINT_LINE.match(line)
         if match:
             # Text-format strings carry C escapes (octal bytes for non-ASCII paths).
@@ -91,6 +93,7 @@ def _open_directory(directory: Path) -> Checkpoint:
 
 
 def _open_file(path: Path) -> Checkpoint:
+    file_size(path, "a checkpoint", limit=2**63)  # a regular file, never a pipe or device
     name = path.name
     if name == "checkpoint":
         return _open_directory(path.parent)
@@ -132,9 +135,9 @@ def _open_file(path: Path) -> Checkpoint:
 def open_checkpoint(path: str | Path) -> Checkpoint:
     """Open the checkpoint at `path`: a prefix, one of its files, a directory, or a Keras file."""
     given = Path(path)
-    if given.is_dir():
+    if is_dir(given):
         return _open_directory(given.resolve())
-    if given.is_file():
+    if given.exists():
         return _open_file(given.resolve())
     if Path(f"{given}.index").is_file():
         return BundleCheckpoint(given.resolve(), None, [])

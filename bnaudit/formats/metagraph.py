@@ -14,6 +14,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from bnaudit.errors import BnauditError
+from bnaudit.files import GRAPH_LIMIT, read_bytes
 from bnaudit.formats import protos
 
 
@@ -30,12 +31,10 @@ def metas_beside(prefix: Path) -> list[Path]:
 
 def read_meta_graph_def(path: Path) -> tuple[bytes, Any]:
     """The file's bytes and its parsed MetaGraphDef; a BnauditError when it is not one."""
+    data = read_bytes(path, "a MetaGraphDef (.meta)", GRAPH_LIMIT)
     try:
-        data = path.read_bytes()
         return data, protos.MetaGraphDef.FromString(data)
-    except OSError as error:
-        raise BnauditError(f"cannot read {path}: {error.strerror}") from None
-    except DecodeError:
+    except (DecodeError, RecursionError):
         raise BnauditError(f"{path.name} is not a MetaGraphDef") from None
 
 

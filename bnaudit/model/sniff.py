@@ -11,30 +11,38 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from bnaudit.errors import BnauditError
+from bnaudit.files import GRAPH_LIMIT, file_size, is_dir, read_bytes, shown
 from bnaudit.formats import protos
-from bnaudit.formats.signatures import DATA_SHARD, HDF5_MAGIC, LEVELDB_MAGIC, ZIP_MAGIC
+from bnaudit.formats.signatures import DATA_SHARD, HDF5_MAGIC, LEVELDB_MAGIC, ZIP_MAGIC, head, tail
 
 FREEZE_HINT = "freeze it with convert_variables_to_constants(_v2) and pass the .pb"
 
 
 def describe_other(path: Path, data: bytes) -> str | None:
     """A one-line error for files that are recognisably something else than a model, or None."""
-    name = path.name
-    if len(data) >= 48 and data[-8:] == LEVELDB_MAGIC:
-        return (
-            f"{path} is a checkpoint index, not a graph: pass the frozen .pb as the graph "
-            "(and the checkpoint prefix to `bnaudit compare`)"
-        )
-    if DATA_SHARD.match(name):
-        return f"{path} is a checkpoint data file, not a graph; pass the frozen .pb"
-    if data.startswith(HDF5_MAGIC):
-        return f"{path} is an HDF5 (Keras weights) file, not a graph: {FREEZE_HINT}"
-    if data.startswith(ZIP_MAGIC):
-        return f"{path} is a zip archive (a .keras model?), not a graph: {FREEZE_HINT}"
-    if name == "saved_model.pb" or name.endswith(".meta") or data[:1] == b"\x08":
+    told = _by_signature(path, data[:16], data[-8:], len(data))
+    if told is not None:
+        return told
+    if path.name == "saved_model.pb" or path.name.endswith(".meta") or data[:1] == b"\x08":
         kind = container_kind(data)
         if kind:
-            return f"{path} is {kind}, not a frozen graph: {FREEZE_HINT}"
+            return f"{shown(path)} is {kind}, not a frozen graph: {FREEZE_HINT}"
+    return None
+
+
+def _by_signature(path: Path, first: bytes, last: bytes, size: int) -> str | None:
+    """What the file's name, first and last bytes say it is, when that is not a model."""
+    if size >= 48 and last == LEVELDB_MAGIC:
+        return (
+            f"{shown(path)} is a checkpoint index, not a graph: pass the frozen .pb as the graph "
+            "(and the checkpoint prefix to `bnaudit compare`)"
+        )
+    if DATA_SHARD.match(path.name):
+        return f"{shown(path)} is a checkpoint data file, not a graph; pass the frozen .pb"
+    if first.startswith(HDF5_MAGIC):
+        return f"{shown(path)} is an HDF5 (Keras weights) file, not a graph: {FREEZE_HINT}"
+    if first.startswith(ZIP_MAGIC):
+        return f"{shown(path)} is a zip archive (a .keras model?), not a graph: {FREEZE_HINT}"
     return None
 
 
@@ -59,17 +67,27 @@ def container_kind(data: bytes) -> str | None:
     return None
 
 
+_WHAT = "a frozen graph (.pb or .pbtxt)"
+
+
 def read_model_bytes(path: Path) -> bytes:
-    """The file's bytes, or a BnauditError for what cannot be a model file at all."""
-    if not path.exists():
-        raise BnauditError(f"{path}: no such file; pass a frozen graph (.pb or .pbtxt)")
-    if path.is_dir():
+    """The file's bytes, or a BnauditError for what cannot be a model file at all.
+
+    Everything that can be told from the file's name, size and first and last bytes is told
+    before the whole file is read.
+    """
+    if is_dir(path):
         if (path / "saved_model.pb").exists():
             raise BnauditError(
-                f"{path} is a SavedModel directory, not a frozen graph: {FREEZE_HINT}"
+                f"{shown(path)} is a SavedModel directory, not a frozen graph: {FREEZE_HINT}"
             )
-        raise BnauditError(f"{path} is a directory; pass a frozen graph file (.pb or .pbtxt)")
-    data = path.read_bytes()
-    if not data:
-        raise BnauditError(f"{path} is empty; pass a frozen graph (.pb or .pbtxt)")
-    return data
+        raise BnauditError(
+            f"{shown(path)} is a directory; pass a frozen graph file (.pb or .pbtxt)"
+        )
+    size = file_size(path, _WHAT, limit=2**63)
+    if size == 0:
+        raise BnauditError(f"{shown(path)} is empty; pass {_WHAT}")
+    told = _by_signature(path, head(path), tail(path, 8), size)
+    if told is not None:
+        raise BnauditError(told)
+    return read_bytes(path, _WHAT, GRAPH_LIMIT)

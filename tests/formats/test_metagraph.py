@@ -72,13 +72,13 @@ def test_read_missing_meta(tmp_path: Path) -> None:
     path = tmp_path / "gone.meta"
     with pytest.raises(BnauditError) as caught:
         read_meta_graph_def(path)
-    assert str(caught.value) == f"cannot read {path}: No such file or directory"
+    assert str(caught.value) == f"{path}: no such file; pass a MetaGraphDef (.meta)"
 
 
 def test_read_a_directory(tmp_path: Path) -> None:
     with pytest.raises(BnauditError) as caught:
         read_meta_graph_def(tmp_path)
-    assert str(caught.value) == f"cannot read {tmp_path}: Is a directory"
+    assert str(caught.value).startswith(f"{tmp_path} is a directory")
 
 
 def test_read_a_file_that_is_not_a_meta_graph(tmp_path: Path) -> None:
