@@ -13,6 +13,7 @@ asks for the graphs to be executed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from bnaudit.audit.compare import audit
@@ -53,14 +54,22 @@ def compare(
     options: CompareOptions | None = None,
     run: RunOptions | None = None,
     progress: Progress | None = None,
+    writes: Sequence[tuple[str, Path | None]] = (),
 ) -> CompareReport:
     """The checkpoint's BN values against the model's; with `run`, both executed as well.
 
     Without `run` nothing is executed and TensorFlow is never imported (`--no-run`).
+    `writes` names the files the caller will write (an option name and a path, such as
+    `("--output", report_path)`); each, like `run.save_inputs`, is refused with a UsageError
+    when it is one of the inputs, checked again once the checkpoint's files are known and
+    before anything runs or is written.
     """
-    if run is not None:
-        refuse_overwrite("--save-inputs", run.save_inputs, [checkpoint, model])
+    planned = [*writes, *([("--save-inputs", run.save_inputs)] if run is not None else [])]
+    for option, path in planned:
+        refuse_overwrite(option, path, [checkpoint, model])
     static = audit(checkpoint, model, options)
+    for option, path in planned:
+        refuse_overwrite(option, path, static.read_files)
     if run is None:
         return static.report
     from bnaudit.run.pipeline import run_compare  # TensorFlow's side of bnaudit

@@ -15,6 +15,7 @@ import click
 from bnaudit import __version__
 from bnaudit.audit.options import Tolerances
 from bnaudit.errors import BnauditError, ExitCode, UsageError
+from bnaudit.files import shown
 from bnaudit.findings import FAIL_ON
 from bnaudit.vocab import REFERENCE_CHOICES
 
@@ -185,7 +186,7 @@ def list_bn_command(
         refuse_overwrite("--output", output, [graph])
         report = list_bn(graph, ListOptions(fail_on=FAIL_ON[fail_on]))
         _emit(report, format_name, output)
-        click.echo(summary_line(report), err=True)
+        click.echo(shown(summary_line(report)), err=True)
     sys.exit(ExitCode.PASSED if report.passed else ExitCode.FINDINGS)
 
 
@@ -264,11 +265,12 @@ def compare_command(
         inputs = [checkpoint, graph, *_input_files(run)]
         refuse_overwrite("--output", output, inputs)
         refuse_overwrite("--save-inputs", run["save_inputs"], inputs)
-        report = compare(checkpoint, graph, options, run_options, _Progress(run["quiet"]))
+        writes = [("--output", output)]
+        report = compare(checkpoint, graph, options, run_options, _Progress(run["quiet"]), writes)
         for note in report.notes:
-            click.echo(f"bnaudit: note: {note}", err=True)
+            click.echo(f"bnaudit: note: {shown(note)}", err=True)
         _emit(report, format_name, output)
-        click.echo(summary_line(report), err=True)
+        click.echo(shown(summary_line(report)), err=True)
     sys.exit(ExitCode.PASSED if report.passed else ExitCode.FINDINGS)
 
 
@@ -280,10 +282,10 @@ class _Progress:
 
     def step(self, text: str) -> None:
         if not self.quiet:
-            click.echo(f"bnaudit: {text}", err=True)
+            click.echo(f"bnaudit: {shown(text)}", err=True)
 
     def warn(self, text: str) -> None:
-        click.echo(f"bnaudit: warning: {text}", err=True)
+        click.echo(f"bnaudit: warning: {shown(text)}", err=True)
 
 
 def _input_files(run: dict[str, Any]) -> list[Path]:
@@ -347,17 +349,18 @@ def _user_errors(debug: bool) -> Iterator[None]:
     except click.UsageError:
         raise
     except UsageError as error:
-        raise click.UsageError(str(error)) from None
+        raise click.UsageError(shown(str(error))) from None
     except BnauditError as error:
         if debug:
             raise
-        click.echo(f"bnaudit: error: {error}", err=True)
+        click.echo(f"bnaudit: error: {shown(str(error))}", err=True)
         sys.exit(error.exit_code)
     except Exception as error:  # a bug, or an input nobody anticipated
         if debug:
             raise
         click.echo(
-            f"bnaudit: error: could not process the input ({type(error).__name__}: {error}); "
+            f"bnaudit: error: could not process the input ({type(error).__name__}: "
+            f"{shown(str(error))}); "
             "rerun with --debug for the traceback and report it",
             err=True,
         )

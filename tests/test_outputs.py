@@ -56,17 +56,16 @@ def test_a_symlink_to_the_input(tmp_path: Path) -> None:
     _refused(link, graph)
 
 
-def test_a_hard_link_to_the_input_is_not_detected(tmp_path: Path) -> None:
-    """Documents a gap: paths are compared after `resolve()`, which does not see hard links.
-
-    Writing the report to `alias.npz` would truncate the input's data through the link.
-    """
+def test_a_hard_link_to_the_input_is_refused(tmp_path: Path) -> None:
+    """Another name of the same file (same device and inode): writing it would truncate the
+    input through the link."""
     graph = tmp_path / "inputs.npz"
     graph.write_bytes(b"g")
     alias = tmp_path / "alias.npz"
     os.link(graph, alias)
     assert alias.samefile(graph)
-    refuse_overwrite("--save-inputs", alias, [graph])  # not refused
+    with pytest.raises(UsageError, match="would write over the input"):
+        refuse_overwrite("--save-inputs", alias, [graph])
 
 
 def test_inside_an_input_directory(tmp_path: Path) -> None:

@@ -56,6 +56,8 @@ class StaticAudit:
     """Every variable key the checkpoint holds."""
     folded: tuple[FoldedLayer, ...] = ()
     """Folded BN the checkpoint can refold (kernel and statistics present), in graph order."""
+    read_files: tuple[Path, ...] = ()
+    """Every file the audit read or a run may read: the model and the checkpoint's files."""
 
 
 def audit(checkpoint: Path, model: Path, options: CompareOptions | None = None) -> StaticAudit:
@@ -86,6 +88,7 @@ def audit(checkpoint: Path, model: Path, options: CompareOptions | None = None) 
         notes = tuple(ckpt.notes)
         resolved = str(ckpt.path)
         where = (ckpt.path, ckpt.kind, frozenset(v.key for v in ckpt.variables()))
+        read_files = (model, *ckpt.files())
     if not rows and not folded:
         raise BnauditError(
             f"{model} has no BN layer, and no convolution the checkpoint's BN explains "
@@ -103,7 +106,13 @@ def audit(checkpoint: Path, model: Path, options: CompareOptions | None = None) 
     paired.sort(key=lambda p: p.layer.position)
     refoldable.sort(key=lambda f: f.candidate.position)
     return StaticAudit(
-        report, graph, tuple(scan.layers), tuple(paired), *where, folded=tuple(refoldable)
+        report,
+        graph,
+        tuple(scan.layers),
+        tuple(paired),
+        *where,
+        folded=tuple(refoldable),
+        read_files=read_files,
     )
 
 

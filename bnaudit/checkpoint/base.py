@@ -37,6 +37,10 @@ class Checkpoint:
     notes: list[str]
     """What was guessed while opening (which prefix, which file), for the report."""
 
+    def files(self) -> list[Path]:
+        """Every file reading this checkpoint may open: what bnaudit must never write over."""
+        return [self.path]
+
     def variables(self) -> list[VariableInfo]:
         """Every stored variable, sorted by key."""
         raise NotImplementedError

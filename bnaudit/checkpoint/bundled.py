@@ -10,13 +10,22 @@ from numpy.typing import NDArray
 from bnaudit.checkpoint.base import Checkpoint, VariableInfo
 from bnaudit.checkpoint.bundle import OBJECT_GRAPH_KEY, Bundle, dtype_name
 from bnaudit.errors import BnauditError
+from bnaudit.formats.metagraph import metas_beside
 from bnaudit.vocab import CheckpointKind
 
 
 class BundleCheckpoint(Checkpoint):
     """A tensor bundle: TF1 `Saver`, TF2 `tf.train.Checkpoint`, or a SavedModel's variables."""
 
-    def __init__(self, prefix: Path, kind: CheckpointKind | None, notes: list[str]) -> None:
+    def __init__(
+        self,
+        prefix: Path,
+        kind: CheckpointKind | None,
+        notes: list[str],
+        named_by: Path | None = None,
+    ) -> None:
+        self.named_by = named_by
+        """The `checkpoint` state file that named this prefix, when one did."""
         self.bundle = Bundle(prefix)
         missing = self.bundle.missing_shards()
         if missing:
@@ -29,6 +38,14 @@ class BundleCheckpoint(Checkpoint):
         self.path = prefix
         self.notes = notes
         self._object_graph: Any | None = None
+
+    def files(self) -> list[Path]:
+        """The index, every data shard, the `.meta` files beside it (read for the variables'
+        order) and the state file that named it."""
+        shards = {entry.shard_id for entry in self.bundle.entries.values()}
+        found = [self.bundle.index_path, *(self.bundle.data_path(s) for s in sorted(shards))]
+        found += metas_beside(self.path)
+        return found + ([self.named_by] if self.named_by is not None else [])
 
     def variables(self) -> list[VariableInfo]:
         return [

@@ -78,7 +78,7 @@ def _open_directory(directory: Path) -> Checkpoint:
     state_file = directory / "checkpoint"
     if state_file.is_file():
         prefix, notes = _from_checkpoint_file(directory, state_file)
-        return BundleCheckpoint(prefix, None, notes)
+        return BundleCheckpoint(prefix, None, notes, named_by=state_file)
     prefixes = _prefixes_in(directory)
     if len(prefixes) == 1:
         note = f"{directory} has no `checkpoint` file; using its only checkpoint {prefixes[0].name}"

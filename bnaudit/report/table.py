@@ -28,23 +28,31 @@ from bnaudit.vocab import ROLES
 STATUS_STYLE = {"error": "bold red", "warning": "yellow", "ok": "green"}
 
 
+def _cells(*values: str) -> list[Text]:
+    """Cells as plain text: names come from the model, and rich must not read `[...]` in
+    them as markup."""
+    return [Text(value) for value in values]
+
+
 def _row_style(status: str) -> str | None:
     return {"error": "red", "warning": "yellow"}.get(status)
 
 
 def build_table(report: ListReport) -> Table:
     """One row per layer: form, mode, statistics ranges, status."""
-    table = Table(title=f"BN layers in {report.graph}", title_justify="left")
+    table = Table(title=Text(f"BN layers in {report.graph}"), title_justify="left")
     table.add_column("layer", overflow="fold", ratio=2)
     for column in ("op", "mode", "moving mean", "moving var", "status"):
         table.add_column(column, overflow="fold", ratio=1)
     for layer in report.layers:
         table.add_row(
-            layer.scope,
-            layer.op,
-            mode_label(layer),
-            stat_range(layer, "moving_mean"),
-            stat_range(layer, "moving_variance"),
+            *_cells(
+                layer.scope,
+                layer.op,
+                mode_label(layer),
+                stat_range(layer, "moving_mean"),
+                stat_range(layer, "moving_variance"),
+            ),
             Text(layer.status, style=STATUS_STYLE[layer.status]),
             style=_row_style(layer.status),
         )
@@ -58,11 +66,13 @@ def build_details_table(report: ListReport) -> Table:
         table.add_column(column, overflow="fold")
     for layer in report.layers:
         table.add_row(
-            layer.scope,
-            fmt(layer.epsilon),
-            "-" if layer.channels is None else str(layer.channels),
-            layer.data_format or "-",
-            *(layer.params[role].source for role in ROLES),
+            *_cells(
+                layer.scope,
+                fmt(layer.epsilon),
+                "-" if layer.channels is None else str(layer.channels),
+                layer.data_format or "-",
+                *(layer.params[role].source for role in ROLES),
+            )
         )
     return table
 
@@ -101,7 +111,7 @@ def build_compare_table(report: CompareReport) -> Table:
 
     Layers whose activations diverge are drawn in bold red.
     """
-    table = Table(title=f"{report.graph} against {report.checkpoint}", title_justify="left")
+    table = Table(title=Text(f"{report.graph} against {report.checkpoint}"), title_justify="left")
     table.add_column("layer", overflow="fold", ratio=2)
     ran = ran_activations(report)
     columns = ("mode", "matched", "max Δ stat", *(ACTIVATION_COLUMNS if ran else ()))
@@ -109,11 +119,13 @@ def build_compare_table(report: CompareReport) -> Table:
         table.add_column(column, overflow="fold", ratio=1)
     for layer in report.layers:
         table.add_row(
-            layer.scope,
-            layer.mode,
-            match_label(layer),
-            stats_cell(layer),
-            *(activation_cells(layer) if ran else ()),
+            *_cells(
+                layer.scope,
+                layer.mode,
+                match_label(layer),
+                stats_cell(layer),
+                *(activation_cells(layer) if ran else ()),
+            ),
             Text(layer.status, style=STATUS_STYLE[layer.status]),
             style="bold red" if divergent(layer) else _row_style(layer.status),
         )
