@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from bnaudit.audit import trace
 from bnaudit.audit.trace import (
     Batch,
     Choice,
