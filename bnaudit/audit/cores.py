@@ -63,7 +63,9 @@ def _fused_core(body: Body, stack: Stack, node: Any) -> Core:
         op=node.op,
         inputs={role: inputs[i] for role, i in _FUSED_INPUTS.items()},
         epsilon=float32_value(attrs["epsilon"].f) if "epsilon" in attrs else _FUSED_DEFAULT_EPSILON,
-        data_format=attrs["data_format"].s.decode() if "data_format" in attrs else "NHWC",
+        data_format=attrs["data_format"].s.decode(errors="replace")
+        if "data_format" in attrs
+        else "NHWC",
         is_training=bool(attrs["is_training"].b) if "is_training" in attrs else True,
         output=node.name,
     )

@@ -89,12 +89,16 @@ class KerasCheckpoint(Checkpoint):
                 self.layers = _keras3_layers(self._h5)
         self.layer_configs = _config_layers(config) if config else None
         if self.layer_configs is not None:
-            by_name = {c.get("config", {}).get("name"): c for c in self.layer_configs}
+            by_name = {
+                str(c["config"].get("name")): c
+                for c in self.layer_configs
+                if isinstance(c.get("config"), dict)
+            }
             for layer in self.layers:
                 found = by_name.get(layer.name)
                 if found is not None:
                     layer.class_name = str(found.get("class_name"))
-                    layer.config = found.get("config")
+                    layer.config = found["config"]
 
     def variables(self) -> list[VariableInfo]:
         import h5py
@@ -273,7 +277,9 @@ def _keras3_layers(h5: Any) -> list[KerasLayer]:
                     layers.append(
                         KerasLayer(
                             path=path,
-                            name=name.decode() if isinstance(name, bytes) else str(name),
+                            name=name.decode(errors="replace")
+                            if isinstance(name, bytes)
+                            else str(name),
                             keys=[f"{child_path}/{k}" for k in keys],
                         )
                     )
@@ -288,12 +294,12 @@ def _legacy_layers(h5: Any) -> list[KerasLayer]:
     root = h5.get("model_weights", h5)
     layers = []
     for raw in root.attrs["layer_names"]:
-        name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        name = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
         group = _hard_linked(root, name, Path(h5.filename))
         if group is None:
             continue
         weight_names = [
-            w.decode() if isinstance(w, bytes) else str(w)
+            w.decode(errors="replace") if isinstance(w, bytes) else str(w)
             for w in group.attrs.get("weight_names", [])
         ]
         if not weight_names:
@@ -311,19 +317,22 @@ def _legacy_layers(h5: Any) -> list[KerasLayer]:
 
 
 def _config_layers(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Layer configs of config.json in model order, nested models flattened in place."""
+    """Layer configs of config.json in model order, nested models flattened in place.
+
+    Walked with its own stack, and only through dicts and lists: the file is not trusted.
+    """
     found: list[dict[str, Any]] = []
-
-    def walk(node: dict[str, Any]) -> None:
-        inner = node.get("config", {})
+    pending: list[dict[str, Any]] = [config]
+    while pending:
+        node = pending.pop()
+        inner = node.get("config")
         layers = inner.get("layers") if isinstance(inner, dict) else None
-        if isinstance(layers, list):
-            for layer in layers:
-                if isinstance(layer, dict):
-                    found.append(layer)
-                    walk(layer)
-
-    walk(config)
+        if not isinstance(layers, list):
+            continue
+        nested = [layer for layer in layers if isinstance(layer, dict)]
+        for layer in nested:
+            found.append(layer)
+        pending.extend(reversed(nested))
     return found
 
 

@@ -78,6 +78,6 @@ def _parse_text(data: bytes) -> Any | None:
     graph_def = protos.GraphDef()
     try:
         text_format.Parse(text, graph_def, allow_unknown_field=True)
-    except text_format.ParseError:
+    except (text_format.ParseError, RecursionError, UnicodeDecodeError):
         return None
     return graph_def

@@ -55,7 +55,7 @@ def container_kind(data: bytes) -> str | None:
         message = cls()
         try:
             message.ParseFromString(data)
-        except DecodeError:
+        except (DecodeError, RecursionError):
             continue
         graphs = (
             [m.graph_def for m in message.meta_graphs]
