@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
-from conftest import MODELS
+from conftest import MODELS, ROOT
 
 from bnaudit.errors import BnauditError
 from bnaudit.formats import protos
@@ -52,3 +55,47 @@ def test_refusal_is_one_line_naming_ops_and_the_way_out() -> None:
     assert "ReadFile" in message and "SaveV2" in message and "1 more" in message
     assert "--allow-unsafe-ops" in message
     assert len(check_safe(graph_def, "model.pb", allow=True)) == 3
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        "CacheDatasetV2", "DatasetFromGraph", "RecordInput", "MatchingFilesDataset",
+        "ImmutableConst", "PyFunc", "Abort", "RemoteCall", "DebugIdentityV2", "FIFOQueueV2",
+        "QueueDequeueV2", "CollectiveReduceV2", "InitializeTableFromTextFileV2",
+        "WriteScalarSummary", "ScalarSummary", "NoSuchOpAnywhere",
+    ],
+)  # fmt: skip
+def test_ops_off_the_allow_list_are_refused_even_unreachable(op: str) -> None:
+    graph_def = _graph(("x", "Const"))
+    function = graph_def.library.function.add()
+    function.signature.name = "never_called"
+    function.node_def.add(name="n", op=op)
+    (found,) = scan(graph_def)
+    assert (found.op, found.function) == (op, "never_called")
+    with pytest.raises(BnauditError, match=op):
+        check_safe(graph_def, "g.pb", allow=False)
+    assert check_safe(graph_def, "g.pb", allow=True) == [found]
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        "Const", "Identity", "FusedBatchNormV3", "Conv2D", "If", "StatefulPartitionedCall",
+        "Switch", "Merge", "ReadVariableOp", "VarHandleOp", "TensorArrayV3", "Assert",
+        "StatelessRandomUniformV2", "ResizeBilinear", "NoOp", "_FusedConv2D",
+    ],
+)  # fmt: skip
+def test_ops_that_compute_are_allowed(op: str) -> None:
+    assert scan(_graph(("n", op))) == []
+
+
+def test_the_allow_list_is_what_the_installed_tensorflow_gives() -> None:
+    """tools/make_allowed_ops.py --check: regenerate the list after upgrading TensorFlow."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "make_allowed_ops.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
