@@ -52,7 +52,7 @@ def read_bytes(path: Path, what: str, limit: int) -> bytes:
     size = file_size(path, what, limit)
     try:
         with path.open("rb") as file:
-            return file.read(size + 1)[: size + 1]
+            return file.read(size)  # exactly what was checked, even if the file grows
     except OSError as error:
         raise BnauditError(f"cannot read {shown(path)}: {error.strerror}") from None
 

@@ -82,10 +82,14 @@ def decode_tensor(tensor: Any, name: str = "a constant") -> NDArray[Any] | None:
         np_dtype = NUMPY_DTYPES[dtype_enum]
     else:
         return None
-    if tensor.tensor_content:
-        if len(tensor.tensor_content) != count * np_dtype.itemsize:
-            return None
-        values = np.frombuffer(tensor.tensor_content, dtype=np_dtype.newbyteorder("<"))
+    content = tensor.tensor_content  # one copy: each access copies the bytes
+    if content:
+        if len(content) != count * np_dtype.itemsize:
+            raise BnauditError(
+                f"{name} holds {len(content)} bytes where its shape {list(shape)} takes "
+                f"{count * np_dtype.itemsize}; the graph is damaged: export it again"
+            )
+        values = np.frombuffer(content, dtype=np_dtype.newbyteorder("<"))
         values = values.astype(np_dtype)
     else:
         values = _listed(tensor, dtype_enum, np_dtype)
