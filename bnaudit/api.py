@@ -13,18 +13,19 @@ asks for the graphs to be executed.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from bnaudit.audit.compare import audit
-from bnaudit.audit.listing import list_layers
 from bnaudit.audit.options import CompareOptions, ListOptions, Tolerances
 from bnaudit.errors import BnauditError
-from bnaudit.outputs import refuse_overwrite
-from bnaudit.report.results import CompareReport, ListReport
-from bnaudit.run.chunks import ChunkBudget
-from bnaudit.run.inputs import InputOptions
-from bnaudit.run.options import Progress, RunOptions, Silent
+
+if TYPE_CHECKING:
+    from bnaudit.report.results import CompareReport, ListReport
+    from bnaudit.run.chunks import ChunkBudget
+    from bnaudit.run.inputs import InputOptions
+    from bnaudit.run.options import Progress, RunOptions, Silent
 
 __all__ = [
     "BnauditError",
@@ -41,10 +42,28 @@ __all__ = [
     "compare",
     "list_bn",
 ]
+# Exported, but imported only when first used: `list-bn` should not pay for the run's modules.
+_LAZY = {
+    "ChunkBudget": "bnaudit.run.chunks",
+    "CompareReport": "bnaudit.report.results",
+    "InputOptions": "bnaudit.run.inputs",
+    "ListReport": "bnaudit.report.results",
+    "Progress": "bnaudit.run.options",
+    "RunOptions": "bnaudit.run.options",
+    "Silent": "bnaudit.run.options",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def list_bn(model: Path, options: ListOptions | None = None) -> ListReport:
     """Every BN layer of the model, its mode, parameters and their health."""
+    from bnaudit.audit.listing import list_layers
+
     return list_layers(model, options)
 
 
@@ -64,6 +83,9 @@ def compare(
     when it is one of the inputs, checked again once the checkpoint's files are known and
     before anything runs or is written.
     """
+    from bnaudit.audit.compare import audit
+    from bnaudit.outputs import refuse_overwrite
+
     planned = [*writes, *([("--save-inputs", run.save_inputs)] if run is not None else [])]
     for option, path in planned:
         refuse_overwrite(option, path, [checkpoint, model])
@@ -72,6 +94,7 @@ def compare(
         refuse_overwrite(option, path, static.read_files)
     if run is None:
         return static.report
+    from bnaudit.run.options import Silent
     from bnaudit.run.pipeline import run_compare  # TensorFlow's side of bnaudit
 
     return run_compare(static, run, progress or Silent())

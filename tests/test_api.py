@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from conftest import MODELS, expected, fixture_dirs
 
-import bnaudit.api
+import bnaudit.audit.compare
 from bnaudit.api import (
     BnauditError,
     CompareOptions,
@@ -115,7 +115,7 @@ def test_save_inputs_over_an_input_is_refused_before_anything_runs(
     def audit(*args: object, **kwargs: object) -> None:
         raise AssertionError("the static audit ran before the output was checked")
 
-    monkeypatch.setattr(bnaudit.api, "audit", audit)
+    monkeypatch.setattr(bnaudit.audit.compare, "audit", audit)
     before = target.read_bytes() if target.exists() else None
     with pytest.raises(UsageError, match="would write over the input"):
         compare(TF1 / "ckpt", TF1 / "frozen.pb", run=RunOptions(save_inputs=target))
