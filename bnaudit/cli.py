@@ -336,7 +336,7 @@ def _emit(report: Any, format_name: str, output: Path | None) -> None:
         Console(file=buffer, width=_FILE_WIDTH, highlight=False).print(rendered)
         rendered = buffer.getvalue()
     try:
-        output.write_text(rendered, encoding="utf-8")
+        output.write_text(rendered, encoding="utf-8", errors="backslashreplace")
     except OSError as error:
         raise BnauditError(f"cannot write the report to {output}: {error.strerror}") from error
 

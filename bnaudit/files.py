@@ -6,6 +6,7 @@ declare gigabytes; each is refused here, with a one-line reason, before a byte i
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -14,8 +15,11 @@ from bnaudit.errors import BnauditError
 
 GRAPH_LIMIT = 2**31 - 1
 """Protocol buffers cannot hold a message of 2 GiB or more, so neither can a GraphDef."""
-INDEX_LIMIT = 2**30
-"""A checkpoint index lists keys and offsets: about 100 bytes a tensor."""
+INDEX_LIMIT = 64 * 2**20
+"""A checkpoint index lists keys and offsets, about 100 bytes a tensor: 64 MB is over half a
+million tensors."""
+META_LIMIT = 256 * 2**20
+"""A `.meta` holds a training graph without its weights: tens of megabytes at most."""
 TEXT_LIMIT = 2**20
 """A `checkpoint` state file, or a `.keras` file's small JSON members' sum is far below."""
 
@@ -64,6 +68,24 @@ def is_dir(path: Path) -> bool:
     except FileNotFoundError:
         return False
     except OSError as error:
-        if error.errno in (2, 20):  # ENOENT, ENOTDIR
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
             return False
         raise BnauditError(f"cannot use the path {shown(path)}: {error.strerror}") from None
+
+
+def is_file(path: Path) -> bool:
+    """`path.is_file()`, with names the system refuses (too long, ...) as a BnauditError."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            return False
+        raise BnauditError(f"cannot use the path {shown(path)}: {error.strerror}") from None
+
+
+def resolved(path: Path) -> Path:
+    """`path.resolve()`, with a symbolic-link loop as a BnauditError."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as error:
+        raise BnauditError(f"cannot resolve the path {shown(path)}: {error}") from None

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bnaudit.errors import UsageError
-from bnaudit.files import shown
+from bnaudit.files import resolved, shown
 from bnaudit.formats.signatures import CHECKPOINT_FILE
 
 
@@ -21,9 +21,12 @@ def refuse_overwrite(option: str, written: Path | None, inputs: Sequence[Path]) 
     """
     if written is None:
         return
-    target = written.resolve()
+    try:
+        target = written.resolve()
+    except (RuntimeError, OSError) as error:
+        raise UsageError(f"{option} {shown(written)}: cannot resolve the path ({error})") from None
     for path in inputs:
-        source = path.resolve()
+        source = resolved(path)
         if source.name == "saved_model.pb":
             source = source.parent
         same = target == source or _same_file(target, source)

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from bnaudit.errors import BnauditError
 from bnaudit.formats.ops import CALL_OPS, FUSED_OPS, IF_OPS, MERGE_OPS, SWITCH_OPS
-from bnaudit.formats.tensors import decode_tensor
+from bnaudit.formats.tensors import FillBudget, decode_tensor
 from bnaudit.model.graph import Body, Graph, TensorRef
 
 # Ops that hand their first input through unchanged in value (or only reshaped / cast).
@@ -139,6 +139,8 @@ class Tracer:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self._traced: dict[_Key, Source] = {}
+        self.fills = FillBudget()
+        """What every constant traced in this graph may expand to, together."""
         self._active: set[_Key] = set()
 
     def source(self, body: Body, ref: TensorRef, stack: Stack = ()) -> Source:
@@ -188,7 +190,9 @@ class Tracer:
             elif op == "IdentityN":
                 ref = body.inputs(node)[ref.index]
             elif op == "Const":
-                return Const(node.name, decode_tensor(node.attr["value"].tensor, node.name), read)
+                return Const(
+                    node.name, decode_tensor(node.attr["value"].tensor, node.name, self.fills), read
+                )
             elif op in BATCH_STAT_OPS or (op in FUSED_OPS and ref.index in (1, 2)):
                 return Batch(node.name)
             elif op in MERGE_OPS:

@@ -10,6 +10,7 @@ big tensors), but every size is.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,10 @@ from bnaudit.formats.protos import (
 )
 from bnaudit.formats.signatures import LEVELDB_MAGIC
 
+MAX_TENSOR_BYTES = 256 * 2**20
+"""The largest tensor bnaudit reads from a checkpoint."""
+MAX_OBJECT_GRAPH_BYTES = 64 * 2**20
+"""A model's object graph is kilobytes; a hostile one could declare gigabytes."""
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 """The string tensor in which `tf.train.Checkpoint` stores its object graph."""
 
@@ -230,6 +235,9 @@ class Bundle:
             return
         proto = BundleEntryProto.FromString(value)
         key = raw_key.decode("utf-8", "replace")
+        dims = [int(d.size) for d in proto.shape.dim]
+        if any(d < 0 for d in dims) or proto.size < 0 or proto.offset < 0:
+            raise ValueError(f"entry {key!r} declares shape {dims}, {proto.size} bytes")
         self.entries[key] = BundleEntry(
             key=key,
             dtype=int(proto.dtype),
@@ -278,6 +286,12 @@ class Bundle:
         entry = self.entries.get(key)
         if entry is None:
             raise KeyError(key)
+        if entry.size > MAX_TENSOR_BYTES:
+            raise BnauditError(
+                f"{shown(self.index_path)}: {key!r} declares {entry.size:,} bytes; bnaudit reads "
+                f"at most {MAX_TENSOR_BYTES // 2**20} MB a tensor (BN parameters and the kernels "
+                "of folded layers are far smaller)"
+            )
         if entry.sliced:
             raise BnauditError(
                 f"{key!r} is a partitioned variable (stored in slices), which bnaudit "
@@ -290,7 +304,7 @@ class Bundle:
                 f"{key!r} has dtype {dtype_name(entry.dtype)}, which bnaudit cannot read"
             )
         stored = np.dtype(_NUMERIC[entry.dtype][1])
-        count = int(np.prod(entry.shape, dtype=np.int64))
+        count = math.prod(entry.shape)
         if count * stored.itemsize != entry.size:
             raise BnauditError(
                 f"{self.index_path}: {key!r} has shape {list(entry.shape)} but {entry.size} "
@@ -305,7 +319,9 @@ class Bundle:
     def _read_strings(self, entry: BundleEntry) -> list[bytes]:
         # Layout: one varint length per element, a 4-byte crc32c of the lengths, the bytes.
         buf = bytes(self._read_bytes(entry))
-        count = int(np.prod(entry.shape, dtype=np.int64))
+        count = math.prod(entry.shape)
+        if count > len(buf):  # every element takes at least its length byte
+            raise BnauditError(f"string tensor {entry.key!r} is corrupt (shape {entry.shape})")
         lengths = []
         pos = 0
         try:
@@ -328,11 +344,26 @@ class Bundle:
         entry = self.entries.get(OBJECT_GRAPH_KEY)
         if entry is None or entry.dtype != _DT_STRING:
             return None
+        where = f"{shown(self.data_path(entry.shard_id))}"
+        if entry.size > MAX_OBJECT_GRAPH_BYTES or math.prod(entry.shape) != 1:
+            raise BnauditError(
+                f"{where}: its object graph is {entry.size:,} bytes of shape {list(entry.shape)}, "
+                "not one serialized graph; pass an intact copy of the checkpoint"
+            )
         (serialized,) = self._read_strings(entry)
         try:
-            return TrackableObjectGraph.FromString(serialized)
-        except DecodeError:
+            graph = TrackableObjectGraph.FromString(serialized)
+        except (DecodeError, RecursionError):
             raise BnauditError(
-                f"{self.data_path(entry.shard_id)} is damaged: its object graph does not "
-                "parse; pass an intact copy of the checkpoint"
+                f"{where} is damaged: its object graph does not parse; pass an intact copy of "
+                "the checkpoint"
             ) from None
+        count = len(graph.nodes)
+        if count == 0 or any(
+            not 0 <= child.node_id < count for node in graph.nodes for child in node.children
+        ):
+            raise BnauditError(
+                f"{where} is damaged: its object graph refers to objects it does not hold; "
+                "pass an intact copy of the checkpoint"
+            )
+        return graph

@@ -61,6 +61,7 @@ _OPTIMIZER_PART = re.compile(
     r"Nadam(_\d+)?|LARS|ExponentialMovingAverage|optimizer|\.OPTIMIZER_SLOT)$"
 )
 _SKIP_KEYS = {"global_step", "save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH"}
+_MAX_OBJECT_DEPTH = 256
 _SKIP_EDGES = {"optimizer", "_optimizer"}  # object-graph children that lead to optimizer state
 _KERAS_BN_CLASSES = {"BatchNormalization", "SyncBatchNormalization"}
 _KERAS_BN_GROUP = re.compile(r"(sync_)?batch_normalization(_\d+)?")
@@ -173,12 +174,19 @@ def _object_paths(nodes: Any) -> tuple[dict[int, str], dict[int, int]]:
     # Breadth first, like TensorFlow naming its keys, so paths are the shortest ones; the
     # optimizer's references to the same variables are not paths to a layer.
     paths = {0: ""}
+    depth = {0: 0}
     queue = deque([0])
     while queue:
         node_id = queue.popleft()
         for ref in nodes[node_id].children:
             if ref.local_name in _SKIP_EDGES or ref.node_id in paths:
                 continue
+            depth[ref.node_id] = depth[node_id] + 1
+            if depth[ref.node_id] > _MAX_OBJECT_DEPTH:
+                raise BnauditError(
+                    f"the checkpoint's object graph nests objects more than "
+                    f"{_MAX_OBJECT_DEPTH} deep; no model does: pass an intact checkpoint"
+                )
             paths[ref.node_id] = f"{paths[node_id]}/{ref.local_name}".lstrip("/")
             queue.append(ref.node_id)
     # Depth first in child order gives model order (layers are tracked in call order).

@@ -132,10 +132,10 @@ class KerasCheckpoint(Checkpoint):
             self._spool = None
 
 
-MAX_TENSOR_BYTES = 2**30
+MAX_TENSOR_BYTES = 256 * 2**20
 """The largest variable read from a Keras file: no BN parameter or kernel bnaudit folds is
 near it, and a hostile file cannot make bnaudit allocate more."""
-MAX_CONFIG_BYTES = 64 * 2**20
+MAX_CONFIG_BYTES = 8 * 2**20
 MAX_WEIGHTS_BYTES = 8 * 2**30
 MAX_RATIO = 50
 """Weights barely compress; a member inflating more than this (past 64 MB) is a zip bomb."""
@@ -260,8 +260,13 @@ def _keras3_layers(h5: Any) -> list[KerasLayer]:
 
     layers: list[KerasLayer] = []
     pending: list[tuple[Any, str]] = [(h5, "")]
+    seen: set[Any] = set()
     while pending:
         group, path = pending.pop()
+        address = h5py.h5o.get_info(group.id).addr
+        if address in seen:  # a hard link back to an ancestor: a cycle, walked once
+            continue
+        seen.add(address)
         children = []
         for child in sorted(group.keys(), key=_natural_key):
             if not isinstance(group.get(child, getlink=True), h5py.HardLink):

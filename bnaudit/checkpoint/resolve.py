@@ -15,7 +15,7 @@ from bnaudit.checkpoint.base import Checkpoint, CheckpointFormat
 from bnaudit.checkpoint.bundled import BundleCheckpoint
 from bnaudit.checkpoint.keras import KerasFormat
 from bnaudit.errors import BnauditError
-from bnaudit.files import TEXT_LIMIT, file_size, is_dir, read_bytes
+from bnaudit.files import TEXT_LIMIT, file_size, is_dir, is_file, read_bytes, resolved, shown
 from bnaudit.formats.signatures import DATA_SHARD, head, is_leveldb_table
 
 _CHECKPOINT_LINE = re.compile(r'^\s*model_checkpoint_path:\s*"(?P<path>(?:[^"\\]|\\.)*)"')
@@ -35,7 +35,13 @@ def _from_checkpoint_file(directory: Path, state_file: Path) -> tuple[Path, list
         match = _CHECKPOINT_LINE.match(line)
         if match:
             # Text-format strings carry C escapes (octal bytes for non-ASCII paths).
-            raw, _ = codecs.escape_decode(match.group("path").encode())
+            try:
+                raw, _ = codecs.escape_decode(match.group("path").encode())
+            except ValueError as error:
+                raise BnauditError(
+                    f"{shown(state_file)} names a checkpoint path that does not decode "
+                    f"({error}); pass a checkpoint prefix instead"
+                ) from None
             latest = raw.decode("utf-8", "replace")
             break
     if latest is None:
@@ -45,11 +51,11 @@ def _from_checkpoint_file(directory: Path, state_file: Path) -> tuple[Path, list
     named = Path(latest)
     prefix = named if named.is_absolute() else directory / named
     notes = [f"using the latest checkpoint {prefix.name}, named in {state_file}"]
-    if not Path(f"{prefix}.index").is_file():
+    if not is_file(Path(f"{prefix}.index")):
         # Directories are often copied elsewhere after training; the state file keeps the
         # old absolute path, so look for the same prefix beside it.
         local = directory / named.name
-        if named.is_absolute() and Path(f"{local}.index").is_file():
+        if named.is_absolute() and is_file(Path(f"{local}.index")):
             notes = [
                 f"{state_file} names {named}, which does not exist; using {local.name} "
                 "from the same directory"
@@ -67,16 +73,16 @@ def _prefixes_in(directory: Path) -> list[Path]:
 
 
 def _open_directory(directory: Path) -> Checkpoint:
-    if (directory / "saved_model.pb").is_file() or (directory / "saved_model.pbtxt").is_file():
+    if is_file(directory / "saved_model.pb") or is_file(directory / "saved_model.pbtxt"):
         prefix = directory / "variables" / "variables"
-        if not Path(f"{prefix}.index").is_file():
+        if not is_file(Path(f"{prefix}.index")):
             raise BnauditError(
                 f"SavedModel {directory} has no variables/variables.index (a SavedModel of "
                 "constants has no checkpoint); pass the checkpoint the model was trained with"
             )
         return BundleCheckpoint(prefix, "saved-model", [])
     state_file = directory / "checkpoint"
-    if state_file.is_file():
+    if is_file(state_file):
         prefix, notes = _from_checkpoint_file(directory, state_file)
         return BundleCheckpoint(prefix, None, notes, named_by=state_file)
     prefixes = _prefixes_in(directory)
@@ -107,7 +113,7 @@ def _open_file(path: Path) -> Checkpoint:
         prefix = path.with_name(data_match.group("prefix")) if data_match else None
     if prefix is not None:
         note = f"{name} is one file of a checkpoint; using its prefix {prefix.name}"
-        if not Path(f"{prefix}.index").is_file():
+        if not is_file(Path(f"{prefix}.index")):
             raise BnauditError(
                 f"{name} is one file of checkpoint {prefix.name}, but {prefix.name}.index is "
                 "missing; pass a complete checkpoint"
@@ -136,11 +142,11 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     """Open the checkpoint at `path`: a prefix, one of its files, a directory, or a Keras file."""
     given = Path(path)
     if is_dir(given):
-        return _open_directory(given.resolve())
+        return _open_directory(resolved(given))
     if given.exists():
-        return _open_file(given.resolve())
-    if Path(f"{given}.index").is_file():
-        return BundleCheckpoint(given.resolve(), None, [])
+        return _open_file(resolved(given))
+    if is_file(Path(f"{given}.index")):
+        return BundleCheckpoint(resolved(given), None, [])
     parent = given.parent if given.parent.is_dir() else None
     similar = sorted(parent.glob(f"{given.name}*.index")) if parent else []
     if similar:

@@ -49,7 +49,7 @@ def shape_of(shape_proto: Any) -> tuple[int, ...] | None:
     return tuple(int(d.size) for d in shape_proto.dim)
 
 
-MAX_FILL_BYTES = 64 * 2**20
+MAX_FILL_BYTES = 16 * 2**20
 """The most a constant stored as a fill (one value, or a run ending in its last value) may
 expand to: far more than any BN parameter, far less than a hostile 2e9-element declaration."""
 
@@ -66,10 +66,37 @@ def declared_count(tensor: Any) -> int:
     return math.prod(max(0, int(d.size)) for d in tensor.tensor_shape.dim)
 
 
-def decode_tensor(tensor: Any, name: str = "a constant") -> NDArray[Any] | None:
+def listed_count(tensor: Any) -> int:
+    """How many values a TensorProto lists in its typed repeated fields."""
+    return max(len(getattr(tensor, field)) for field in _LISTS)
+
+
+_LISTS = sorted(set(_VALUE_FIELDS.values()) | {"string_val"})
+
+
+class FillBudget:
+    """How many bytes the fills of one graph may expand to, all together."""
+
+    def __init__(self, limit: int = 16 * MAX_FILL_BYTES) -> None:
+        self.left = limit
+
+    def spend(self, size: int, name: str) -> None:
+        """Account for one expanded fill; a BnauditError once the graph's budget is gone."""
+        self.left -= size
+        if self.left < 0:
+            raise BnauditError(
+                f"the graph's constant fills (the last {name}) expand to more than "
+                f"{16 * MAX_FILL_BYTES // 2**20} MB together; the graph is damaged or hostile"
+            )
+
+
+def decode_tensor(
+    tensor: Any, name: str = "a constant", budget: FillBudget | None = None
+) -> NDArray[Any] | None:
     """The value of a TensorProto, or None when its dtype is not numeric or it is malformed.
 
-    A fill that would expand beyond `MAX_FILL_BYTES` raises a BnauditError naming `name`.
+    A fill that would expand beyond `MAX_FILL_BYTES`, or beyond what is left of `budget`,
+    raises a BnauditError naming `name`.
     """
     dtype_enum = int(tensor.dtype) % 100  # reference types are plain types + 100
     shape = shape_of(tensor.tensor_shape) or ()
@@ -99,6 +126,8 @@ def decode_tensor(tensor: Any, name: str = "a constant") -> NDArray[Any] | None:
                 f"{count * np_dtype.itemsize / 2**20:,.0f} MB once expanded: no BN parameter is "
                 "that large; the graph is damaged or hostile"
             )
+        if values.size < count and budget is not None:
+            budget.spend(count * np_dtype.itemsize, name)
         if 0 < values.size < count:
             # TensorFlow stores a constant fill once, or a run ending in its last value.
             values = np.concatenate([values, np.full(count - values.size, values[-1])])

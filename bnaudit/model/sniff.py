@@ -87,7 +87,22 @@ def read_model_bytes(path: Path) -> bytes:
     size = file_size(path, _WHAT, limit=2**63)
     if size == 0:
         raise BnauditError(f"{shown(path)} is empty; pass {_WHAT}")
-    told = _by_signature(path, head(path), tail(path, 8), size)
+    first = head(path)
+    told = _by_signature(path, first, tail(path, 8), size)
     if told is not None:
         raise BnauditError(told)
+    if first[0] not in _FIRST_BYTES:
+        raise BnauditError(
+            f"{shown(path)} starts with byte {first[0]:#04x}, which neither a binary nor a text "
+            f"GraphDef does (zeros, or not a graph at all); pass {_WHAT}"
+        )
     return read_bytes(path, _WHAT, GRAPH_LIMIT)
+
+
+# A binary message starts with a field tag (field 1-15, varint or length-delimited); a text
+# one with printable ASCII, white space or a UTF-8 byte order mark.
+_FIRST_BYTES = frozenset(
+    {field << 3 | wire for field in range(1, 16) for wire in (0, 2)}
+    | set(range(0x20, 0x7F))
+    | set(b"\t\n\r\xef")
+)

@@ -17,11 +17,24 @@ from typing import Any
 
 from bnaudit.errors import BnauditError
 from bnaudit.formats.ops import CALL_OPS, FUSED_OPS, IF_OPS
+from bnaudit.formats.tensors import declared_count, element_size, listed_count
 from bnaudit.model.graph import Body, Graph
 
 _TOP_INPUT = re.compile(r"^\^?[^:^]+(:\d+)?$")
 _FUNCTION_INPUT = re.compile(r"^\^?[^:^]+(:[A-Za-z_]\w*:\d+|:\d+)?$")
-_INDEXED_OPS = frozenset({"IdentityN"}) | FUSED_OPS | IF_OPS | CALL_OPS
+# Ops with exactly one output: bnaudit follows their output 0, and TensorFlow refuses any other.
+_ONE_OUTPUT = frozenset(
+    {
+        "Const", "Placeholder", "PlaceholderWithDefault", "Identity", "RefIdentity", "Cast",
+        "ReadVariableOp", "Enter", "RefEnter", "Snapshot", "StopGradient", "PreventGradient",
+        "CheckNumerics", "Squeeze", "Reshape", "ExpandDims", "EnsureShape", "Rsqrt", "Neg",
+        "Mul", "Sub", "Add", "AddV2", "BiasAdd", "Conv2D", "Conv3D", "MatMul",
+        "DepthwiseConv2dNative", "Mean", "SquaredDifference", "Square",
+    }
+)  # fmt: skip
+_MAX_OUTPUT_INDEX = 2**16
+"""No op has this many outputs: an index beyond it is damage, whatever the op."""
+_INDEXED_OPS = frozenset({"IdentityN"}) | FUSED_OPS | IF_OPS | CALL_OPS | _ONE_OUTPUT
 _LOOP_BACK_EDGES = frozenset({"NextIteration", "RefNextIteration"})
 # The attributes bnaudit reads, by op, and the kind of value each must hold.
 _FUSED_ATTRS = {"epsilon": "f", "is_training": "b", "data_format": "s", "U": "type"}
@@ -110,11 +123,22 @@ def _check_nodes(
 
 
 def _check_const(path: Path, body: str | None, node: Any) -> None:
-    """A constant's shape is sane. Whether its content fits the shape is checked when it is
-    decoded (`decode_tensor`): reading every constant's bytes here would copy the model."""
-    dims = [int(d.size) for d in node.attr["value"].tensor.tensor_shape.dim]
+    """A constant's shape is sane and its content fits it, as TensorFlow checks at import.
+
+    Fills (one value, or a run, for many elements) are bounded where they are expanded, and
+    before a run (`run.safety.check_fills`).
+    """
+    tensor = node.attr["value"].tensor
+    dims = [int(d.size) for d in tensor.tensor_shape.dim]
     if any(d < 0 for d in dims):
         raise _damaged(path, f"Const {node.name!r}{_where(body)} has shape {dims}")
+    count = declared_count(tensor)
+    size = element_size(int(tensor.dtype) % 100)
+    content = len(tensor.tensor_content)
+    listed = listed_count(tensor)
+    if (content and size is not None and content != count * size) or listed > max(count, 1):
+        held = f"{content} bytes" if content else f"{listed} values"
+        raise _damaged(path, f"Const {node.name!r}{_where(body)} holds {held} for shape {dims}")
 
 
 def _check_references(path: Path, body: Body) -> None:
@@ -151,9 +175,11 @@ def _check_arity(graph: Graph, body: Body) -> None:
                 f"the op takes {need}",
             )
         for text in data:
-            if text.split(":", 1)[0] not in indexed:
+            if text.split(":", 1)[0] not in indexed and not _huge_index(text):
                 continue
             ref = body.parse_ref(text)
+            if ref.index >= _MAX_OUTPUT_INDEX:
+                raise _damaged(graph.path, f"node {name!r}{_where(body.name)} reads {text!r}")
             outputs = _outputs(graph, body, ref.node)
             if outputs is not None and ref.index >= outputs:
                 raise _damaged(
@@ -161,6 +187,11 @@ def _check_arity(graph: Graph, body: Body) -> None:
                     f"node {name!r}{_where(body.name)} reads output {ref.index} of "
                     f"{ref.node!r}, which has {outputs}",
                 )
+
+
+def _huge_index(text: str) -> bool:
+    index = text.rsplit(":", 1)[-1] if ":" in text else "0"
+    return len(index) > 5
 
 
 def _call_arity(graph: Graph, node: Any) -> int:
@@ -176,6 +207,8 @@ def _outputs(graph: Graph, body: Body, name: str) -> int | None:
     node = body.nodes.get(name)
     if node is None:
         return None
+    if node.op in _ONE_OUTPUT:
+        return 1
     if node.op == "IdentityN":
         return len(body.inputs(node))
     if node.op in FUSED_OPS:

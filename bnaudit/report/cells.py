@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from collections import Counter
 
+from bnaudit.files import shown
 from bnaudit.findings import Finding
 from bnaudit.report.results import CompareReport, LayerComparison, LayerReport, ListReport
 from bnaudit.vocab import Role
 
 Report = ListReport | CompareReport
+
+
+def visible(text: str) -> str:
+    """`text` with every control character but newline and tab escaped (`\\x1b`): names
+    come from the model, and a report must not clear a terminal or break an XML parser."""
+    return "\n".join(
+        "\t".join(shown(part) for part in line.split("\t")) for line in text.split("\n")
+    )
 
 
 def fmt(value: float | None) -> str:

@@ -21,6 +21,7 @@ from bnaudit.report.cells import (
     ran_activations,
     stat_range,
     stats_cell,
+    visible,
 )
 from bnaudit.report.results import CompareReport, ListReport
 from bnaudit.vocab import ROLES
@@ -31,7 +32,7 @@ STATUS_STYLE = {"error": "bold red", "warning": "yellow", "ok": "green"}
 def _cells(*values: str) -> list[Text]:
     """Cells as plain text: names come from the model, and rich must not read `[...]` in
     them as markup."""
-    return [Text(value) for value in values]
+    return [Text(visible(value)) for value in values]
 
 
 def _row_style(status: str) -> str | None:
@@ -40,7 +41,7 @@ def _row_style(status: str) -> str | None:
 
 def build_table(report: ListReport) -> Table:
     """One row per layer: form, mode, statistics ranges, status."""
-    table = Table(title=Text(f"BN layers in {report.graph}"), title_justify="left")
+    table = Table(title=Text(visible(f"BN layers in {report.graph}")), title_justify="left")
     table.add_column("layer", overflow="fold", ratio=2)
     for column in ("op", "mode", "moving mean", "moving var", "status"):
         table.add_column(column, overflow="fold", ratio=1)
@@ -84,7 +85,7 @@ def _finding_lines(findings: list[Finding]) -> list[Text]:
         line = Text(f"{label:<8}", style=STATUS_STYLE.get(label, "cyan"))
         line.append(f"{finding.code}", style="bold")
         places = ", ".join(where) if len(where) <= 3 else f"{len(where)} layers"
-        line.append(f" ({places}): {finding.message}")
+        line.append(visible(f" ({places}): {finding.message}"))
         lines.append(line)
     return lines
 
@@ -99,10 +100,10 @@ def render_table(report: Report) -> RenderableType:
     if isinstance(report, CompareReport):
         first = first_divergence(report)
         if first is not None:
-            parts.append(Text(first, style="bold red"))
+            parts.append(Text(visible(first), style="bold red"))
         outputs = outputs_line(report)
         if outputs is not None:
-            parts.append(Text(outputs))
+            parts.append(Text(visible(outputs)))
     return Group(*parts)
 
 
@@ -111,7 +112,9 @@ def build_compare_table(report: CompareReport) -> Table:
 
     Layers whose activations diverge are drawn in bold red.
     """
-    table = Table(title=Text(f"{report.graph} against {report.checkpoint}"), title_justify="left")
+    table = Table(
+        title=Text(visible(f"{report.graph} against {report.checkpoint}")), title_justify="left"
+    )
     table.add_column("layer", overflow="fold", ratio=2)
     ran = ran_activations(report)
     columns = ("mode", "matched", "max Δ stat", *(ACTIVATION_COLUMNS if ran else ()))

@@ -22,6 +22,7 @@ from bnaudit.report.cells import (
     ran_activations,
     stat_range,
     summary_line,
+    visible,
 )
 from bnaudit.report.contract import compare_report_dict, list_report_dict
 from bnaudit.report.results import CompareReport, ListReport
@@ -87,7 +88,7 @@ def render_markdown(report: Report) -> str:
         lines.append(
             f"- **{finding.severity.label}** `{finding.code}` ({places}): {finding.message}"
         )
-    return "\n".join(lines) + "\n"
+    return visible("\n".join(lines)) + "\n"
 
 
 def render_junit(report: Report) -> str:
@@ -110,4 +111,5 @@ def render_junit(report: Report) -> str:
             )
     suite.set("tests", str(len(cases)))
     suite.set("failures", str(failures))
-    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+    # Names come from the model: escaped, they cannot make the XML invalid.
+    return visible(ET.tostring(suite, encoding="unicode", xml_declaration=True)) + "\n"
