@@ -153,6 +153,13 @@ def _reference_options(function: Callable[..., Any]) -> Callable[..., Any]:
             is_flag=True,
             help="Run graphs holding ops that touch files, processes or the network.",
         ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=1),
+            default=300.0,
+            show_default=True,
+            help="Seconds one run of a graph may take before it is stopped (exit 3).",
+        ),
         click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr."),
     ]
     for option in reversed(options):
@@ -315,6 +322,7 @@ def _parse_run_options(run: dict[str, Any]) -> Any:
         reference=run["reference"],
         allow_unsafe_ops=run["allow_unsafe_ops"],
         save_inputs=run["save_inputs"],
+        timeout=run["timeout"],
     )
 
 

@@ -56,17 +56,20 @@ def run_pair(
     reduce: Callable[[NDArray[Any], NDArray[Any]], T],
     step: Step,
     budget: ChunkBudget | None = None,
+    timeout: float | None = None,
 ) -> Reduced[T]:
     """Fetch `tensors` (`node:index` of the frozen graph) from both sides in chunks; reduce."""
     budget = budget or ChunkBudget()
     step("loading TensorFlow…")
     tf = _import_tensorflow()
 
-    first = _GraphRunner(tf, frozen, budget)
+    # Every session.run of either side stops with DeadlineExceeded past `timeout` seconds.
+    config = tf.compat.v1.ConfigProto(operation_timeout_in_ms=int((timeout or 0) * 1000))
+    first = _GraphRunner(tf, frozen, budget, config)
     runners: list[_Runner] = [first]
     try:
         chunks = cut(Flow(tf, first.graph, frozen, tensors, budget), tensors)
-        runners.append(_open(tf, reference, step, budget))
+        runners.append(_open(tf, reference, step, budget, config))
         streams = [runner.fetch_chunks(chunks) for runner in runners]
         values: dict[str, T] = {}
         for number, chunk in enumerate(chunks, 1):
@@ -89,12 +92,12 @@ def run_pair(
             runner.close()
 
 
-def _open(tf: Any, side: Reference, step: Step, budget: ChunkBudget) -> _Runner:
+def _open(tf: Any, side: Reference, step: Step, budget: ChunkBudget, config: Any) -> _Runner:
     if isinstance(side, Side):
-        return _GraphRunner(tf, side, budget)
+        return _GraphRunner(tf, side, budget, config)
     if isinstance(side, MetaSide):
         step(f"restoring the checkpoint into {side.label}")
-        return _MetaRunner(tf, side)
+        return _MetaRunner(tf, side, config)
     step(f"loading {side.label}")
     return _KerasRunner(side)
 
@@ -102,9 +105,9 @@ def _open(tf: Any, side: Reference, step: Step, budget: ChunkBudget) -> _Runner:
 class _GraphRunner:
     """A GraphDef in a session; its chunks resume from the tensors carried to them."""
 
-    def __init__(self, tf: Any, side: Side, budget: ChunkBudget) -> None:
+    def __init__(self, tf: Any, side: Side, budget: ChunkBudget, config: Any) -> None:
         self.tf, self.side, self.budget = tf, side, budget
-        self.graph, self.session = _session(tf, side)
+        self.graph, self.session = _session(tf, side, config)
         self.carried: list[str] = []
 
     def fetch_chunks(self, chunks: list[list[str]]) -> Iterator[list[NDArray[Any] | None]]:
@@ -136,7 +139,7 @@ class _GraphRunner:
 class _MetaRunner:
     """Import a MetaGraphDef in a fresh graph and restore it with its own Saver's op."""
 
-    def __init__(self, tf: Any, side: MetaSide) -> None:
+    def __init__(self, tf: Any, side: MetaSide, config: Any) -> None:
         self.side = side
         self.carried: list[str] = []
         graph = tf.Graph()
@@ -149,7 +152,7 @@ class _MetaRunner:
                     f"TensorFlow cannot import the {side.label} ({_first_line(error)}); "
                     "use --reference patched"
                 ) from None
-        self.session = tf.compat.v1.Session(graph=graph)
+        self.session = tf.compat.v1.Session(graph=graph, config=config)
         try:
             self.session.run(side.restore_op, {side.filename_tensor: side.checkpoint})
         except Exception as error:
@@ -315,7 +318,7 @@ def _first_line(error: Exception) -> str:
 _NOISE = ("Detected at node", 'File "', "Node: ", "[[")
 
 
-def _session(tf: Any, side: Side) -> tuple[Any, Any]:
+def _session(tf: Any, side: Side, config: Any) -> tuple[Any, Any]:
     graph = tf.Graph()
     with graph.as_default():
         try:
@@ -326,7 +329,7 @@ def _session(tf: Any, side: Side) -> tuple[Any, Any]:
                 f"TensorFlow cannot import the {side.label} ({_first_line(error)}); "
                 "use --no-run for the static audit"
             ) from None
-    return graph, tf.compat.v1.Session(graph=graph)
+    return graph, tf.compat.v1.Session(graph=graph, config=config)
 
 
 def _fetch(
@@ -344,6 +347,11 @@ def _fetch(
     try:
         results = session.run(names, fed)
     except Exception as error:  # OpError subclasses, or a fetch TensorFlow refuses
+        if type(error).__name__ == "DeadlineExceededError":
+            raise BnauditError(
+                f"the {label} ran past the time limit (--timeout); a loop that never ends? "
+                "Raise --timeout for a model that is just slow, or use --no-run"
+            ) from None
         raise BnauditError(
             f"TensorFlow cannot run the {label} ({_first_line(error)}); "
             "use --no-run for the static audit"

@@ -10,14 +10,17 @@ its default unless the user feeds it: such inputs are often knobs (`keep_prob`),
 
 from __future__ import annotations
 
+import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from bnaudit.errors import BnauditError
+from bnaudit.files import file_size, shown
 from bnaudit.formats.tensors import NUMPY_DTYPES, shape_of
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -112,21 +115,68 @@ def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, dims
 
 
+MAX_INPUT_BYTES = 512 * 2**20
+"""The most the arrays fed to one graph may hold, given or generated."""
+
+
 def load_arrays(singles: list[tuple[str, Path]], archive: Path | None) -> dict[str, NDArray[Any]]:
-    """Arrays from `--inputs file.npz` then `--input NAME=file.npy` (which win)."""
+    """Arrays from `--inputs file.npz` then `--input NAME=file.npy` (which win).
+
+    Each file must be a regular file, and each array's header is read, and its size checked,
+    before the array is: a header can declare terabytes.
+    """
     arrays: dict[str, NDArray[Any]] = {}
     if archive is not None:
+        file_size(archive, "an .npz file of input arrays", limit=2**63)
         try:
-            with np.load(archive, allow_pickle=False) as data:
-                arrays.update({tensor_name(k): np.asarray(data[k]) for k in data.files})
-        except (OSError, ValueError) as error:
-            raise BnauditError(f"cannot read --inputs {archive} as an .npz file: {error}") from None
+            with zipfile.ZipFile(archive) as members:
+                for info in members.infolist():
+                    with members.open(info) as member:
+                        name = tensor_name(info.filename.removesuffix(".npy"))
+                        arrays[name] = _read_npy(member, f"--inputs {archive} ({name})")
+        except (
+            OSError,
+            ValueError,
+            zipfile.BadZipFile,
+            NotImplementedError,
+            RuntimeError,
+        ) as error:
+            raise BnauditError(
+                f"cannot read --inputs {shown(archive)} as an .npz file: {error}"
+            ) from None
     for name, path in singles:
+        file_size(path, f"an .npy file for --input {name}", limit=2**63)
         try:
-            arrays[name] = np.asarray(np.load(path, allow_pickle=False))
+            with path.open("rb") as file:
+                arrays[name] = _read_npy(file, f"--input {name}={path}")
         except (OSError, ValueError) as error:
-            raise BnauditError(f"cannot read --input {name}={path} as .npy: {error}") from None
+            raise BnauditError(
+                f"cannot read --input {name}={shown(path)} as .npy: {error}"
+            ) from None
     return arrays
+
+
+def _read_npy(file: IO[bytes], what: str) -> NDArray[Any]:
+    """One `.npy` array from an open file, its header checked before its data is read."""
+    version = np.lib.format.read_magic(file)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(file)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(file)
+    if dtype.hasobject:
+        raise BnauditError(f"{what} holds Python objects, which bnaudit never loads")
+    size = math.prod(shape) * dtype.itemsize
+    if size > MAX_INPUT_BYTES:
+        raise BnauditError(
+            f"{what} declares {size / 2**20:,.0f} MB; bnaudit feeds at most "
+            f"{MAX_INPUT_BYTES // 2**20} MB of inputs: pass a smaller batch"
+        )
+    data = file.read(size)
+    if len(data) != size:
+        raise BnauditError(f"{what} is truncated: {len(data)} of {size} bytes")
+    array = np.frombuffer(data, dtype=dtype)
+    order = "F" if fortran else "C"
+    return array.reshape(shape[::-1]).transpose() if order == "F" else array.reshape(shape)
 
 
 def save_arrays(path: Path, arrays: dict[str, NDArray[Any]]) -> None:
@@ -224,6 +274,13 @@ def _dtype(holder: Placeholder) -> np.dtype[Any]:
 
 def _random(holder: Placeholder, shape: tuple[int, ...], rng: np.random.Generator) -> NDArray[Any]:
     dtype = _dtype(holder)
+    size = math.prod(shape) * dtype.itemsize
+    if size > MAX_INPUT_BYTES:
+        raise BnauditError(
+            f"input {holder.name} of shape {_show(shape)} would take {size / 2**20:,.0f} MB of "
+            f"random data, over {MAX_INPUT_BYTES // 2**20} MB: pass a smaller --batch, or "
+            f"--shape {holder.name}=..."
+        )
     if dtype.kind == "f":
         return rng.standard_normal(shape).astype(dtype)
     if dtype.kind == "b":

@@ -34,6 +34,7 @@ from bnaudit.model.graph import Body, Graph, TensorRef, index_graph
 from bnaudit.model.validate import check_graph, check_graph_def
 from bnaudit.names import normalize
 from bnaudit.report.results import LayerComparison
+from bnaudit.run.bounds import check_runnable
 from bnaudit.run.safety import UnsafeOp, check_safe, scan
 
 RESTORE_OPS = frozenset({"Restore", "RestoreV2", "RestoreSlice"})
@@ -240,6 +241,8 @@ def unsafe_ops(meta: MetaGraph) -> list[UnsafeOp]:
 def check_meta_safe(meta: MetaGraph, fetches: Iterable[str], allow: bool) -> None:
     """Refuse unsafe ops beyond the Saver's own, and any run that would reach a save op."""
     check_safe(meta.graph.graph_def, str(meta.path), allow, meta.saver_nodes)
+    if not allow:
+        check_runnable(meta.graph, str(meta.path))
     if allow or not meta.save_nodes:
         return
     reached = _ancestors(meta.graph.top, [meta.restore_op, *(t.split(":")[0] for t in fetches)])

@@ -28,6 +28,8 @@ class RunOptions:
     """Write the fed arrays here (an `.npz` that `--inputs` replays)."""
     budget: ChunkBudget = field(default_factory=ChunkBudget)
     """How much one chunk of one graph may hold."""
+    timeout: float = 300.0
+    """Seconds one run of either graph may take (a hostile loop may never end)."""
 
 
 class Progress(Protocol):

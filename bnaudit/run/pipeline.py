@@ -39,4 +39,5 @@ def execute(plan: RunPlan, options: RunOptions, progress: Progress) -> Reduced[A
         lambda ours, theirs: activation_diff(ours, theirs, options.atol, options.rtol),
         progress.step,
         options.budget,
+        options.timeout,
     )

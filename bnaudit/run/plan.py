@@ -15,6 +15,7 @@ import numpy as np
 from bnaudit.audit.compare import StaticAudit
 from bnaudit.model.graph import Graph
 from bnaudit.report.results import LayerComparison
+from bnaudit.run.bounds import check_runnable
 from bnaudit.run.inputs import Inputs, make_inputs, placeholders
 from bnaudit.run.options import RunOptions
 from bnaudit.run.references import Choice, build_reference, choose, training_flags
@@ -56,6 +57,8 @@ def plan_run(static: StaticAudit, options: RunOptions) -> RunPlan:
     graph = static.graph
     choice = choose(options.reference, static, options.allow_unsafe_ops)
     check_safe(graph.graph_def, str(graph.path), options.allow_unsafe_ops)
+    if not options.allow_unsafe_ops:
+        check_runnable(graph, str(graph.path))
     inputs = make_inputs(placeholders(graph.graph_def), training_flags(static), options.inputs)
     rows = list(static.report.layers)
     skipped: list[str] = []
