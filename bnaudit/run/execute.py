@@ -56,15 +56,13 @@ def run_pair(
     reduce: Callable[[NDArray[Any], NDArray[Any]], T],
     step: Step,
     budget: ChunkBudget | None = None,
-    timeout: float | None = None,
 ) -> Reduced[T]:
     """Fetch `tensors` (`node:index` of the frozen graph) from both sides in chunks; reduce."""
     budget = budget or ChunkBudget()
     step("loading TensorFlow…")
-    tf = _import_tensorflow()
+    tf = import_tensorflow()
 
-    # Every session.run of either side stops with DeadlineExceeded past `timeout` seconds.
-    config = tf.compat.v1.ConfigProto(operation_timeout_in_ms=int((timeout or 0) * 1000))
+    config = tf.compat.v1.ConfigProto()
     first = _GraphRunner(tf, frozen, budget, config)
     runners: list[_Runner] = [first]
     try:
@@ -264,7 +262,7 @@ class _KerasRunner:
         self.layers.clear()
 
 
-def _import_tensorflow() -> Any:
+def import_tensorflow() -> Any:
     """TensorFlow, imported with the C++ start-up chatter kept off the user's stderr.
 
     TF_CPP_MIN_LOG_LEVEL does not silence what absl prints before it is initialised (oneDNN
@@ -347,11 +345,6 @@ def _fetch(
     try:
         results = session.run(names, fed)
     except Exception as error:  # OpError subclasses, or a fetch TensorFlow refuses
-        if type(error).__name__ == "DeadlineExceededError":
-            raise BnauditError(
-                f"the {label} ran past the time limit (--timeout); a loop that never ends? "
-                "Raise --timeout for a model that is just slow, or use --no-run"
-            ) from None
         raise BnauditError(
             f"TensorFlow cannot run the {label} ({_first_line(error)}); "
             "use --no-run for the static audit"

@@ -6,11 +6,14 @@ output and each final output is compared, and the first divergent layer is named
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from bnaudit.audit.compare import StaticAudit
 from bnaudit.report.results import ActivationDiff, CompareReport
 from bnaudit.run.execute import Reduced, run_pair
 from bnaudit.run.inputs import save_arrays
 from bnaudit.run.interpret import activation_diff, interpret
+from bnaudit.run.isolate import run_isolated
 from bnaudit.run.options import Progress, RunOptions, Silent
 from bnaudit.run.plan import RunPlan, plan_run
 
@@ -31,13 +34,17 @@ def run_compare(
 
 
 def execute(plan: RunPlan, options: RunOptions, progress: Progress) -> Reduced[ActivationDiff]:
-    """Run the plan's two sides chunk by chunk, each fetched pair reduced to its difference."""
-    return run_pair(
-        plan.frozen,
-        plan.reference,
-        list(plan.tensors),
-        lambda ours, theirs: activation_diff(ours, theirs, options.atol, options.rtol),
-        progress.step,
-        options.budget,
-        options.timeout,
-    )
+    """Run the plan's two sides chunk by chunk, each fetched pair reduced to its difference,
+    in a child process stopped after `options.timeout` seconds."""
+
+    def work(step: Callable[[str], None]) -> Reduced[ActivationDiff]:
+        return run_pair(
+            plan.frozen,
+            plan.reference,
+            list(plan.tensors),
+            lambda ours, theirs: activation_diff(ours, theirs, options.atol, options.rtol),
+            step,
+            options.budget,
+        )
+
+    return run_isolated(work, progress.step, options.timeout, "the frozen graph and its reference")
