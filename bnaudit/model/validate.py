@@ -155,14 +155,7 @@ def _check_references(path: Path, body: Body) -> None:
 
 def _check_arity(graph: Graph, body: Body) -> None:
     # Only outputs of these ops are followed by index; other inputs need no parsing here.
-    indexed = {
-        name
-        for name, node in body.nodes.items()
-        if node.op == "IdentityN"
-        or node.op in FUSED_OPS
-        or node.op in IF_OPS
-        or node.op in CALL_OPS
-    }
+    indexed = {name for name, node in body.nodes.items() if node.op in _INDEXED_OPS}
     for name, node in body.nodes.items():
         data = [text for text in node.input if not text.startswith("^")]
         need = _MIN_INPUTS.get(node.op, 0)
