@@ -157,6 +157,13 @@ def unusable(
 ) -> str | None:
     """Why the `.meta` cannot reproduce this checkpoint in inference, or None."""
     unsafe = [] if allow_unsafe else unsafe_ops(meta)
+    saving = (
+        []
+        if allow_unsafe
+        else sorted(_ancestors(meta.graph.top, [meta.restore_op]) & meta.save_nodes)
+    )
+    if saving:
+        return f"its restore depends on the save op {saving[0]}, which bnaudit never runs"
     if unsafe:
         more = f" and {len(unsafe) - 1} more" if len(unsafe) > 1 else ""
         return (
