@@ -27,6 +27,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     import_tensorflow()
 
+
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "fixtures" / "models"
 

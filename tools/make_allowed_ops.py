@@ -16,6 +16,7 @@ TensorFlow gives (run it after upgrading TensorFlow).
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import re
 import sys
@@ -72,10 +73,26 @@ def ops_of(family: str) -> list[str]:
     return sorted(set(_EXPORT.findall(source.read_text())))
 
 
+def tensorflow_version() -> str:
+    """The installed TensorFlow's version, read from its package metadata (no import)."""
+    return importlib.metadata.version("tensorflow")
+
+
+def refused() -> set[str]:
+    """Ops of the installed TensorFlow's families that the list leaves out."""
+    spec = importlib.util.find_spec("tensorflow")
+    assert spec is not None and spec.submodule_search_locations
+    folder = Path(spec.submodule_search_locations[0]) / "python" / "ops"
+    every = {op for path in folder.glob("gen_*.py") for op in ops_of(path.stem[4:])}
+    kept = {line for line in allowed().splitlines() if line and not line.startswith("#")}
+    return every - kept
+
+
 def allowed() -> str:
     """The file's text: a comment line per family, then its ops, one per line."""
     lines = [
         "# Ops bnaudit lets a graph run: written by tools/make_allowed_ops.py, do not edit.",
+        f"# From TensorFlow {tensorflow_version()}.",
     ]
     for family in sorted({*FAMILIES, *PARTIAL}):
         names = [n for n in ops_of(family) if n not in EXCLUDED]
