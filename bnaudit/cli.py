@@ -31,6 +31,13 @@ def _path_argument(name: str) -> Callable[[Any], Any]:
     return click.argument(name, type=click.Path(path_type=Path))
 
 
+def _apply(options: list[Callable[[Any], Any]], function: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate `function` with `options`, the first listed first in --help."""
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 def _report_options(function: Callable[..., Any]) -> Callable[..., Any]:
     from bnaudit.report import REPORTERS
 
@@ -58,9 +65,7 @@ def _report_options(function: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--debug", is_flag=True, help="Show the traceback of any failure."),
     ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+    return _apply(options, function)
 
 
 def _run_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -89,9 +94,7 @@ def _run_options(function: Callable[..., Any]) -> Callable[..., Any]:
             help="Unknown first dimension of random inputs (2+ shows training-mode BN).",
         ),
     ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+    return _apply(options, function)
 
 
 def _input_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -130,9 +133,7 @@ def _input_options(function: Callable[..., Any]) -> Callable[..., Any]:
             help="Feed a scalar to the frozen graph, e.g. a flag: is_training=true (repeatable).",
         ),
     ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+    return _apply(options, function)
 
 
 def _reference_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -162,12 +163,36 @@ def _reference_options(function: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr."),
     ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+    return _apply(options, function)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """click's group, with its usage errors said in one line, like every other error."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as error:
+            error.show()  # no command: the help itself, as click says it
+            sys.exit(error.exit_code)
+        except click.UsageError as error:
+            where = error.ctx.command_path if error.ctx is not None else "bnaudit"
+            click.echo(
+                f"bnaudit: error: {shown(error.format_message())} (see '{where} --help')",
+                err=True,
+            )
+            sys.exit(ExitCode.USAGE)
+        except click.ClickException as error:
+            click.echo(f"bnaudit: error: {shown(error.format_message())}", err=True)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("bnaudit: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bnaudit")
 def main() -> None:
     """Audit batch normalization in frozen TensorFlow graphs."""

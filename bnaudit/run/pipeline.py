@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from bnaudit.audit.compare import StaticAudit
 from bnaudit.report.results import ActivationDiff, CompareReport
-from bnaudit.run.execute import Reduced, run_pair
+from bnaudit.run.execute import Reduced, import_tensorflow, run_pair
 from bnaudit.run.inputs import save_arrays
 from bnaudit.run.interpret import activation_diff, interpret
 from bnaudit.run.isolate import run_isolated
@@ -47,4 +47,10 @@ def execute(plan: RunPlan, options: RunOptions, progress: Progress) -> Reduced[A
             options.budget,
         )
 
-    return run_isolated(work, progress.step, options.timeout, "the frozen graph and its reference")
+    return run_isolated(
+        work,
+        progress.step,
+        options.timeout,
+        "the frozen graph and its reference",
+        prepare=import_tensorflow,
+    )

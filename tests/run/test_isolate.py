@@ -99,3 +99,13 @@ def test_a_tensorflow_loop_that_never_ends_is_stopped(tmp_path: Path) -> None:
     )
     assert "took longer than --timeout 15 s" in done.stderr
     assert time.monotonic() - started < 60
+
+
+def test_the_timeout_counts_from_the_end_of_prepare() -> None:
+    """Importing TensorFlow takes seconds; `--timeout` bounds the run, not the import."""
+
+    def prepare() -> None:
+        time.sleep(1.5)
+
+    result = run_isolated(lambda step: "ran", lambda text: None, 1, "a test", True, prepare)
+    assert result == "ran"
