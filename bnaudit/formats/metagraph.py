@@ -16,16 +16,10 @@ from google.protobuf.message import DecodeError
 from bnaudit.errors import BnauditError
 from bnaudit.files import META_LIMIT, file_size, read_bytes
 from bnaudit.formats import protos
+from bnaudit.formats.signatures import head
 
 # The first byte of a serialized MetaGraphDef is the tag of one of its fields 1 to 7.
 _FIELD_TAGS = tuple(bytes([field << 3 | 2]) for field in range(1, 8))
-
-
-def head(path: Path, size: int) -> bytes:
-    """The first bytes of a regular file (a pipe or device is refused first)."""
-    file_size(path, "a MetaGraphDef (.meta)", limit=2**63)
-    with path.open("rb") as file:
-        return file.read(size)
 
 
 def metas_beside(prefix: Path) -> list[Path]:
@@ -41,6 +35,7 @@ def metas_beside(prefix: Path) -> list[Path]:
 
 def read_meta_graph_def(path: Path) -> tuple[bytes, Any]:
     """The file's bytes and its parsed MetaGraphDef; a BnauditError when it is not one."""
+    file_size(path, "a MetaGraphDef (.meta)", limit=2**63)  # a pipe would block the read
     if not head(path, 1).startswith(_FIELD_TAGS):
         raise BnauditError(f"{path.name} is not a MetaGraphDef")
     data = read_bytes(path, "a MetaGraphDef (.meta)", META_LIMIT)

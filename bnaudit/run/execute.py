@@ -62,12 +62,11 @@ def run_pair(
     step("loading TensorFlow…")
     tf = import_tensorflow()
 
-    config = tf.compat.v1.ConfigProto()
-    first = _GraphRunner(tf, frozen, budget, config)
+    first = _GraphRunner(tf, frozen, budget)
     runners: list[_Runner] = [first]
     try:
         chunks = cut(Flow(tf, first.graph, frozen, tensors, budget), tensors)
-        runners.append(_open(tf, reference, step, budget, config))
+        runners.append(_open(tf, reference, step, budget))
         streams = [runner.fetch_chunks(chunks) for runner in runners]
         values: dict[str, T] = {}
         for number, chunk in enumerate(chunks, 1):
@@ -90,12 +89,12 @@ def run_pair(
             runner.close()
 
 
-def _open(tf: Any, side: Reference, step: Step, budget: ChunkBudget, config: Any) -> _Runner:
+def _open(tf: Any, side: Reference, step: Step, budget: ChunkBudget) -> _Runner:
     if isinstance(side, Side):
-        return _GraphRunner(tf, side, budget, config)
+        return _GraphRunner(tf, side, budget)
     if isinstance(side, MetaSide):
         step(f"restoring the checkpoint into {side.label}")
-        return _MetaRunner(tf, side, config)
+        return _MetaRunner(tf, side)
     step(f"loading {side.label}")
     return _KerasRunner(side)
 
@@ -103,9 +102,9 @@ def _open(tf: Any, side: Reference, step: Step, budget: ChunkBudget, config: Any
 class _GraphRunner:
     """A GraphDef in a session; its chunks resume from the tensors carried to them."""
 
-    def __init__(self, tf: Any, side: Side, budget: ChunkBudget, config: Any) -> None:
+    def __init__(self, tf: Any, side: Side, budget: ChunkBudget) -> None:
         self.tf, self.side, self.budget = tf, side, budget
-        self.graph, self.session = _session(tf, side, config)
+        self.graph, self.session = _session(tf, side)
         self.carried: list[str] = []
 
     def fetch_chunks(self, chunks: list[list[str]]) -> Iterator[list[NDArray[Any] | None]]:
@@ -137,7 +136,7 @@ class _GraphRunner:
 class _MetaRunner:
     """Import a MetaGraphDef in a fresh graph and restore it with its own Saver's op."""
 
-    def __init__(self, tf: Any, side: MetaSide, config: Any) -> None:
+    def __init__(self, tf: Any, side: MetaSide) -> None:
         self.side = side
         self.carried: list[str] = []
         graph = tf.Graph()
@@ -150,7 +149,7 @@ class _MetaRunner:
                     f"TensorFlow cannot import the {side.label} ({_first_line(error)}); "
                     "use --reference patched"
                 ) from None
-        self.session = tf.compat.v1.Session(graph=graph, config=config)
+        self.session = tf.compat.v1.Session(graph=graph)
         try:
             self.session.run(side.restore_op, {side.filename_tensor: side.checkpoint})
         except Exception as error:
@@ -316,7 +315,7 @@ def _first_line(error: Exception) -> str:
 _NOISE = ("Detected at node", 'File "', "Node: ", "[[")
 
 
-def _session(tf: Any, side: Side, config: Any) -> tuple[Any, Any]:
+def _session(tf: Any, side: Side) -> tuple[Any, Any]:
     graph = tf.Graph()
     with graph.as_default():
         try:
@@ -327,7 +326,7 @@ def _session(tf: Any, side: Side, config: Any) -> tuple[Any, Any]:
                 f"TensorFlow cannot import the {side.label} ({_first_line(error)}); "
                 "use --no-run for the static audit"
             ) from None
-    return graph, tf.compat.v1.Session(graph=graph, config=config)
+    return graph, tf.compat.v1.Session(graph=graph)
 
 
 def _fetch(
