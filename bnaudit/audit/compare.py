@@ -85,21 +85,18 @@ def audit(checkpoint: Path, model: Path, options: CompareOptions | None = None) 
         ]
         leftover = [pair.group for pair in pairs if pair.layer is None and pair.group is not None]
         folded, unexplained, refoldable = folded_rows(graph, leftover, values, tolerances)
+        _refuse_empty(ckpt.path, model, scan.layers, groups, rows or folded)
         notes = tuple(ckpt.notes)
         resolved = str(ckpt.path)
         where = (ckpt.path, ckpt.kind, frozenset(v.key for v in ckpt.variables()))
         read_files = (model, *ckpt.files())
-    if not rows and not folded:
-        raise BnauditError(
-            f"{model} has no BN layer, and no convolution the checkpoint's BN explains "
-            "as folded: nothing to compare; pass the graph frozen from this model"
-        )
     rows = sorted([*rows, *folded], key=lambda row: row[0])
     report = CompareReport(
         checkpoint=str(checkpoint) if str(checkpoint) == resolved else f"{checkpoint} ({resolved})",
         graph=str(model),
         layers=tuple(row for _, row in rows),
-        findings=tuple(_missing_in_graph(group) for group in unexplained),
+        findings=tuple(_missing_in_graph(group) for group in unexplained)
+        or (() if rows else (_NO_BN,)),
         notes=notes,
         fail_on=options.fail_on,
     )
@@ -114,6 +111,29 @@ def audit(checkpoint: Path, model: Path, options: CompareOptions | None = None) 
         folded=tuple(refoldable),
         read_files=read_files,
     )
+
+
+_NO_BN = finding(
+    "no-bn",
+    "neither the graph nor the checkpoint has a batch-normalization layer: nothing to audit",
+)
+
+
+def _refuse_empty(
+    checkpoint: Path, model: Path, layers: list[BnLayer], groups: list[Group], explained: object
+) -> None:
+    """A graph and checkpoint that share no BN at all: one of them is the wrong file."""
+    with_stats = [g for g in groups if g.has_stats]
+    if layers and not groups:
+        raise BnauditError(
+            f"{checkpoint} holds no BN variables (gamma/beta/moving_mean/moving_variance or a "
+            "Keras BatchNormalization layer): pass the checkpoint the graph was trained from"
+        )
+    if not layers and with_stats and not explained:
+        raise BnauditError(
+            f"{model} has no BN layer, and no convolution the checkpoint's BN explains "
+            "as folded: nothing to compare; pass the graph frozen from this model"
+        )
 
 
 def _missing_in_graph(group: Group) -> Finding:

@@ -9,6 +9,10 @@ Strategies, strongest first; each pair records the one that made it:
 - `order`: the remaining layers and groups line up one to one, in order, channel for channel;
 - `values`: a remaining layer's statistics equal exactly one remaining group's;
 - `shared`: a layer applied a second time reads the same constants as a paired one.
+
+A group without moving statistics (a lone `gamma`: Keras' `LayerScale`; `gamma`/`beta`: a
+layer or group normalization not named so) is BN only when the graph shows a BN layer of
+that name: such a group pairs by `map`, `exact` or `scope`, and is otherwise left out.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from numpy.typing import NDArray
 from bnaudit.audit.detect import BnLayer
 from bnaudit.checkpoint.base import Checkpoint
 from bnaudit.checkpoint.groups import CheckpointBnGroup, bn_groups
-from bnaudit.errors import BnauditError
 from bnaudit.names import normalize, strip_call_suffix
 from bnaudit.vocab import MatchMethod, Role
 
@@ -41,6 +44,11 @@ class Group:
     """Role -> checkpoint key."""
     channels: int | None
     order: int
+
+    @property
+    def has_stats(self) -> bool:
+        """Whether the group holds a moving mean or variance: only then is it surely BN."""
+        return "moving_mean" in self.keys or "moving_variance" in self.keys
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,7 @@ def pair_layers(
     group_names = {id(g): {normalize(n) for n in g.names} for g in groups}
     for first_choice in (True, False):
         take("scope", partial(_same_scope, group_names=group_names, first_choice=first_choice))
+    free_groups = [g for g in free_groups if g.has_stats]  # the rest is not BN (see above)
     if free_layers and len(free_layers) == len(free_groups):
         ordered = sorted(free_groups, key=lambda g: g.order)
         if all(_channels_agree(lay, g) for lay, g in zip(free_layers, ordered, strict=True)):
@@ -189,13 +198,8 @@ class GroupValues:
 
 
 def checkpoint_groups(ckpt: Checkpoint) -> list[Group]:
-    """The checkpoint's BN groups as pairing sees them; a BnauditError when it has none."""
+    """The checkpoint's BN groups as pairing sees them (those without moving statistics too)."""
     found = bn_groups(ckpt)
-    if not found:
-        raise BnauditError(
-            f"{ckpt.path} holds no BN variables (gamma/beta/moving_mean/moving_variance or a "
-            "Keras BatchNormalization layer): pass the checkpoint the graph was trained from"
-        )
     shapes = {v.key: v.shape for v in ckpt.variables()}
     return [_as_group(g, index, shapes) for index, g in enumerate(found)]
 

@@ -111,3 +111,30 @@ def test_a_layer_applied_twice_pairs_with_its_one_group() -> None:
     again = _layer("bn_1", 4, source="bn/moving_mean")  # reuse=True reads the same constants
     pairs = pair_layers([first, again], [_group("bn", 4, 0)], [], lambda g: None)
     assert _methods(pairs) == {"bn": ("bn", "exact"), "bn_1": ("bn", "shared")}
+
+
+def _statless(scope: str, channels: int, order: int, roles: tuple[str, ...]) -> Group:
+    keys = {role: f"{scope}/{role}" for role in roles}
+    return Group(scope=scope, names=(scope,), keys=keys, channels=channels, order=order)
+
+
+def test_a_group_without_statistics_is_not_bn_unless_the_graph_names_it() -> None:
+    """ConvNeXt's LayerScale (a lone gamma) and an unnamed layer norm are left out, never
+    `missing-in-graph` or a fold; a layer the graph shows under that name still pairs."""
+    layer_scale = _statless("block0_layer_scale", 8, 0, ("gamma",))
+    norm = _statless("ln", 8, 1, ("gamma", "beta"))
+    pairs = pair_layers([], [layer_scale, norm], [], lambda g: None)
+    assert pairs == []
+    saved_without_stats = _statless("bn1", 4, 0, ("gamma", "beta"))
+    assert _methods(pair_layers([_layer("bn1", 4)], [saved_without_stats], [], lambda g: None)) == {
+        "bn1": ("bn1", "scope")
+    }
+
+
+def test_groups_without_statistics_do_not_count_for_order_pairing() -> None:
+    layers = [_layer("a", 4), _layer("b", 4)]
+    groups = [_group("x", 4, 0), _statless("scale", 4, 1, ("gamma",)), _group("y", 4, 2)]
+    assert _methods(pair_layers(layers, groups, [], lambda g: None)) == {
+        "a": ("x", "order"),
+        "b": ("y", "order"),
+    }
