@@ -26,7 +26,12 @@ Code = Literal[
     "unmatched",
     "folded",
     "folded-mismatch",
+    "fold-ambiguous",
+    "shape-mismatch",
+    "wrong-checkpoint",
+    "not-runnable",
     "activation-divergence",
+    "inherited-divergence",
 ]
 
 
@@ -179,12 +184,47 @@ CATALOG: dict[Code, FindingKind] = {
             "freeze and fold again from this checkpoint",
         ),
         FindingKind(
+            "fold-ambiguous",
+            _W,
+            "(compare) BN was folded, but several convolutions or checkpoint kernels fit it "
+            "equally well, so the fold is not verified (never checked against a guess)",
+            f"{MAP_HINT}, or compare the unfolded graph",
+        ),
+        FindingKind(
+            "shape-mismatch",
+            _E,
+            "(compare) the checkpoint's layer has another channel count than the graph's: the "
+            "checkpoint is from another architecture",
+            "pass the checkpoint of this architecture",
+        ),
+        FindingKind(
+            "wrong-checkpoint",
+            _E,
+            "(compare) the graph's constants differ from the checkpoint given but match "
+            "another checkpoint beside it (or under `--search`), which the message names",
+            "compare with the checkpoint named, or freeze again from the one you meant",
+        ),
+        FindingKind(
+            "not-runnable",
+            _E,
+            "the graph is well formed but TensorFlow cannot run it (e.g. a function returns "
+            "a tensor its body does not define)",
+            "freeze again from the training code",
+        ),
+        FindingKind(
             "activation-divergence",
             _E,
-            "(compare, run) the layer's output differs from the checkpoint's reference beyond "
-            "`--atol` and `--rtol`; the message names the static finding that explains it, or "
-            "the earlier layer it inherits the difference from",
-            "fix the first divergent layer first: every later layer inherits its difference",
+            "(compare, run) the layer itself changes the result: applied to the reference's "
+            "input, its frozen parameters and mode give an output beyond `--atol` and "
+            "`--rtol` of the reference's; the message names the cause",
+            "fix the first divergent layer first: later layers inherit its difference",
+        ),
+        FindingKind(
+            "inherited-divergence",
+            _I,
+            "(compare, run) the layer's output differs only because its input already does: "
+            "applied to the reference's input, it gives the reference's output",
+            "",
         ),
     )
 }

@@ -16,21 +16,21 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bnaudit.audit.match import Group, GroupValues
+from bnaudit.audit.foldpair import COMMON_EPSILONS, Fold, FoldPair, pair_folds
+from bnaudit.audit.match import Group, GroupValues, checkpoint_groups
 from bnaudit.audit.options import Tolerances
 from bnaudit.audit.trace import Const, Tracer
-from bnaudit.checkpoint.base import Checkpoint
+from bnaudit.checkpoint.base import VariableInfo
 from bnaudit.checkpoint.groups import is_bookkeeping
+from bnaudit.checkpoint.layout import Layout, layout
 from bnaudit.findings import Finding, at_layer, finding
 from bnaudit.model.graph import Graph
-from bnaudit.names import normalize, scope_of
+from bnaudit.names import scope_of
 from bnaudit.report.results import LayerComparison, StatDiff
 from bnaudit.vocab import ROLES, STAT_ROLES, Role
 
 DEPTHWISE_OPS = frozenset({"DepthwiseConv2dNative"})
 LINEAR_OPS = frozenset({"Conv2D", "MatMul", "Conv3D"}) | DEPTHWISE_OPS
-# Epsilons BN APIs use by default, tried in turn: a fold does not record its epsilon.
-COMMON_EPSILONS = (1e-3, 1e-5, 1e-4, 1.001e-5)
 
 
 @dataclass(frozen=True)
@@ -179,78 +179,88 @@ def folded_rows(
     """Explain checkpoint groups with no graph layer as BN folded into a convolution."""
     if not groups:
         return [], [], []
-    candidates = find_candidates(graph)
+    candidates = {c.name: c for c in find_candidates(graph)}
+    ckpt = values.ckpt
+    bn_keys = {key for group in checkpoint_groups(ckpt) for key in group.keys.values()}
+    variables = [v for v in ckpt.variables() if v.key not in bn_keys and not is_bookkeeping(v.key)]
+    where = layout(ckpt)
+    folds = [
+        Fold(c.name, c.linear, c.linear_op, c.weights, c.offset.shape[0])
+        for c in candidates.values()
+    ]
+    pairing = pair_folds(folds, groups, values, where, variables)
     rows = []
-    unexplained = []
     refoldable = []
-    free = list(candidates)
-    for group in sorted(groups, key=lambda g: g.order):
-        candidate = _candidate_for(group, free)
-        if candidate is None:
-            unexplained.append(group)
-            continue
-        free.remove(candidate)
-        row, folded = _fold_row(candidate, group, values, tolerances)
+    for pair in pairing.pairs:
+        candidate = candidates[pair.fold.name]
+        bias = _bias_key(pair.kernel.key, candidate, variables, where) if pair.kernel.key else None
+        row, folded = _fold_row(candidate, pair, bias, values, tolerances)
         rows.append((candidate.position, row))
         if folded is not None:
             refoldable.append(folded)
-    return rows, unexplained, refoldable
-
-
-def _candidate_for(group: Group, candidates: list[FoldCandidate]) -> FoldCandidate | None:
-    """The fold candidate with the group's channels named after its scope, else the first."""
-    fitting = [c for c in candidates if c.offset.shape[0] == group.channels]
-    names = {normalize(n) for n in group.names}
-    for candidate in fitting:
-        if normalize(candidate.scope) in names:
-            return candidate
-    return min(fitting, key=lambda c: c.position, default=None)
+    for group, rivals in pairing.ambiguous:
+        candidate = candidates[rivals[0].name]
+        names = ", ".join(r.linear for r in rivals[:3]) + (" ..." if len(rivals) > 3 else "")
+        message = (
+            f"BN seems folded into a convolution, but {len(rivals)} fit it ({names}) and "
+            "neither names, model order nor values tell which: the fold is not verified"
+        )
+        rows.append(
+            (candidate.position, _row(candidate, group, [finding("fold-ambiguous", message)], {}))
+        )
+    return rows, list(pairing.unexplained), refoldable
 
 
 def _fold_row(
-    candidate: FoldCandidate, group: Group, values: GroupValues, tolerances: Tolerances
+    candidate: FoldCandidate,
+    pair: FoldPair,
+    bias_key: str | None,
+    values: GroupValues,
+    tolerances: Tolerances,
 ) -> tuple[LayerComparison, FoldedLayer | None]:
-    ckpt = values.ckpt
-    kernel_key, bias_key = _kernel_keys(candidate, group, ckpt)
+    group = pair.group
     stats_values = {role: values.of(group, role) for role in ROLES}
-    findings: list[Finding] = []
-    stats: dict[str, StatDiff] = {}
-    folded = None
-    if kernel_key is None or any(stats_values[r] is None for r in STAT_ROLES):
-        findings.append(
-            finding(
-                "folded",
-                "BN was folded into the preceding layer's weights; the checkpoint lacks the "
-                "kernel or statistics to verify the fold",
-            )
+    if pair.kernel.rivals:
+        kernels = ", ".join(pair.kernel.rivals[:3]) + (
+            " ..." if len(pair.kernel.rivals) > 3 else ""
         )
-    else:
-        kernel = ckpt.read(kernel_key)
-        bias = None if bias_key is None else ckpt.read(bias_key)
-        check = check_fold(candidate, kernel, bias, stats_values)
-        folded = FoldedLayer(group.scope, candidate, kernel, bias, stats_values, check.epsilon)
-        stats["folded"] = StatDiff(check.max_abs_diff, check.max_rel_diff)
-        limit = tolerances.fold_atol + tolerances.fold_rtol * float(
-            np.max(np.abs(np.concatenate([candidate.weights.ravel(), candidate.offset.ravel()])))
+        message = (
+            f"BN was folded into {candidate.linear}, but the checkpoint holds "
+            f"{len(pair.kernel.rivals)} kernels of its shape ({kernels}) and neither names nor "
+            "values tell which it was made from: the fold is not verified"
         )
-        if check.max_abs_diff <= limit:
-            findings.append(
-                finding(
-                    "folded",
-                    f"BN was folded into {candidate.linear} (optimize_for_inference); the "
-                    f"folded weights match this checkpoint (epsilon {check.epsilon:g})",
-                )
-            )
-        else:
-            findings.append(
-                finding(
-                    "folded-mismatch",
-                    f"BN was folded into {candidate.linear}, but not from this checkpoint's "
-                    "kernel and statistics: the fold used stale statistics or another "
-                    "checkpoint",
-                )
-            )
-    row = LayerComparison(
+        return _row(candidate, group, [finding("fold-ambiguous", message)], {}), None
+    if pair.kernel.key is None or any(stats_values[r] is None for r in STAT_ROLES):
+        message = (
+            "BN was folded into the preceding layer's weights; the checkpoint lacks the "
+            "kernel or statistics to verify the fold"
+        )
+        return _row(candidate, group, [finding("folded", message)], {}), None
+    kernel = values.ckpt.read(pair.kernel.key)
+    bias = None if bias_key is None else values.ckpt.read(bias_key)
+    check = check_fold(candidate, kernel, bias, stats_values)
+    folded = FoldedLayer(group.scope, candidate, kernel, bias, stats_values, check.epsilon)
+    stats = {"folded": StatDiff(check.max_abs_diff, check.max_rel_diff)}
+    limit = tolerances.fold_atol + tolerances.fold_rtol * float(
+        np.max(np.abs(np.concatenate([candidate.weights.ravel(), candidate.offset.ravel()])))
+    )
+    if check.max_abs_diff <= limit:
+        message = (
+            f"BN was folded into {candidate.linear} (optimize_for_inference); the folded "
+            f"weights match this checkpoint (epsilon {check.epsilon:g})"
+        )
+        return _row(candidate, group, [finding("folded", message)], stats), folded
+    message = (
+        f"BN was folded into {candidate.linear}, but not from this checkpoint's kernel and "
+        "statistics: the fold used stale statistics or another checkpoint"
+    )
+    return _row(candidate, group, [finding("folded-mismatch", message)], stats), folded
+
+
+def _row(
+    candidate: FoldCandidate, group: Group, findings: list[Finding], stats: dict[str, StatDiff]
+) -> LayerComparison:
+    return LayerComparison(
         name=candidate.name,
         scope=group.scope,
         op="folded",
@@ -260,27 +270,19 @@ def _fold_row(
         stats=stats,
         findings=tuple(at_layer(findings, group.scope)),
     )
-    return row, folded
 
 
-def _kernel_keys(
-    candidate: FoldCandidate, group: Group, ckpt: Checkpoint
-) -> tuple[str | None, str | None]:
-    """The checkpoint's unfolded kernel and bias for the candidate's linear op."""
-    bn_keys = set(group.keys.values())
-    variables = [v for v in ckpt.variables() if v.key not in bn_keys and not is_bookkeeping(v.key)]
-    shaped = [v for v in variables if v.shape == candidate.weights.shape]
-    scope = normalize(scope_of(candidate.linear))
-    scoped = [v for v in shaped if normalize(v.key).startswith(scope + "/")]
-    chosen = scoped or shaped
-    if len(chosen) != 1:
-        return None, None
-    kernel = chosen[0].key
-    home = kernel.rsplit("/", 1)[0]
+def _bias_key(
+    kernel: str, candidate: FoldCandidate, variables: list[VariableInfo], where: Layout
+) -> str | None:
+    """The checkpoint's bias beside the kernel (same layer, one value per output channel)."""
+    home = where.names.get(kernel, kernel).rpartition("/")[0]
     channels = candidate.offset.shape
     biases = [
         v.key
         for v in variables
-        if v.key.rsplit("/", 1)[0] == home and v.shape == channels and v.key != kernel
+        if v.key != kernel
+        and v.shape == channels
+        and where.names.get(v.key, v.key).rpartition("/")[0] == home
     ]
-    return kernel, biases[0] if len(biases) == 1 else None
+    return biases[0] if len(biases) == 1 else None

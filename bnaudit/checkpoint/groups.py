@@ -144,7 +144,7 @@ def _by_names(
     return sorted(groups, key=lambda g: (g.order is None, g.order or 0, g.scope))
 
 
-def _meta_positions(prefix: Path, keys: set[str]) -> dict[str, int] | None:
+def meta_positions(prefix: Path, keys: set[str]) -> dict[str, int] | None:
     """Variable name -> creation position, from the training graph saved beside the prefix.
 
     A `.meta` of another step in the same directory holds the same graph when it defines
@@ -166,10 +166,10 @@ def _meta_positions(prefix: Path, keys: set[str]) -> dict[str, int] | None:
 
 def _saver_groups(ckpt: BundleCheckpoint) -> list[CheckpointBnGroup]:
     keys = {k for k in ckpt.bundle.entries if not is_bookkeeping(k)}
-    return _by_names({k: k for k in ckpt.bundle.entries}, _meta_positions(ckpt.path, keys))
+    return _by_names({k: k for k in ckpt.bundle.entries}, meta_positions(ckpt.path, keys))
 
 
-def _object_paths(nodes: Any) -> tuple[dict[int, str], dict[int, int]]:
+def object_paths(nodes: Any) -> tuple[dict[int, str], dict[int, int]]:
     """Each object's shortest path from the root, and its position in model order."""
     # Breadth first, like TensorFlow naming its keys, so paths are the shortest ones; the
     # optimizer's references to the same variables are not paths to a layer.
@@ -206,7 +206,7 @@ def _object_groups(ckpt: BundleCheckpoint, graph: Any) -> list[CheckpointBnGroup
     """Groups of an object-based checkpoint: objects whose variable children have BN names."""
     nodes = graph.nodes
     entries = ckpt.bundle.entries
-    paths, preorder = _object_paths(nodes)
+    paths, preorder = object_paths(nodes)
 
     suffix = "/.ATTRIBUTES/VARIABLE_VALUE"
     found: list[tuple[int, dict[str, str], list[str], list[str]]] = []
