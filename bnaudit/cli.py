@@ -225,11 +225,7 @@ def list_bn_command(
 @main.command("compare")
 @_path_argument("checkpoint")
 @_path_argument("graph")
-@click.option(
-    "--no-run",
-    is_flag=True,
-    help="Static audit only: compare values, never execute a graph.",
-)
+@click.option("--no-run", is_flag=True, help="Static audit only: compare values, run nothing.")
 @click.option(
     "--stat-atol",
     type=click.FloatRange(min=0),
@@ -251,6 +247,11 @@ def list_bn_command(
     metavar="OLD=NEW",
     help="Rewrite graph names before pairing them with checkpoint names (repeatable).",
 )
+@click.option(
+    "--search",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="When constants differ, also look under DIR for the checkpoint they match.",
+)
 @_run_options
 @_input_options
 @_reference_options
@@ -262,6 +263,7 @@ def compare_command(
     stat_atol: float,
     stat_rtol: float,
     maps: tuple[str, ...],
+    search: Path | None,
     format_name: str,
     output: Path | None,
     fail_on: str,
@@ -273,12 +275,11 @@ def compare_command(
     CHECKPOINT is a Saver prefix, a directory with a `checkpoint` file, a TF2 object
     checkpoint, a SavedModel directory, a .weights.h5 or a .keras file. Each graph layer is
     paired with the checkpoint's variables, its frozen constants compared, and the likely
-    cause of every difference named. Then, unless --no-run, the same inputs go through
-    the frozen graph and through the checkpoint's reference (its TF1 .meta restored, its
-    .keras model, or the frozen graph with the checkpoint's BN values, all in inference
-    mode), and each BN layer's output is compared; the first divergent layer is named.
-    Exit codes: 0 passed, 1 findings at or above --fail-on, 2 usage error, 3 an input could
-    not be read or run.
+    cause of every difference named. Then, unless --no-run, the same inputs go through the
+    frozen graph and the checkpoint's reference (its TF1 .meta, its .keras model, or the
+    frozen graph with its BN values, in inference mode); the first BN layer that changes
+    the result is named. Exit codes: 0 passed, 1 findings at or above --fail-on, 2 usage
+    error, 3 an input could not be read or run.
     """
     from bnaudit.api import CompareOptions, compare
     from bnaudit.audit.match import parse_maps
@@ -289,9 +290,8 @@ def compare_command(
         rules = tuple(parse_maps(maps))
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--map") from error
-    options = CompareOptions(
-        Tolerances(stat_atol=stat_atol, stat_rtol=stat_rtol), rules, FAIL_ON[fail_on]
-    )
+    tolerances = Tolerances(stat_atol=stat_atol, stat_rtol=stat_rtol)
+    options = CompareOptions(tolerances, rules, FAIL_ON[fail_on], search)
     with _user_errors(debug):
         run_options = None if no_run else _parse_run_options(run)
         inputs = [checkpoint, graph, *_input_files(run)]

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bnaudit.audit.detect import BnLayer, find_layers
+from bnaudit.audit.detect import BnLayer, GraphScan, find_layers
 from bnaudit.audit.fold import FoldedLayer, folded_rows
+from bnaudit.audit.frozenfrom import frozen_from
 from bnaudit.audit.health import layer_findings
 from bnaudit.audit.match import Group, GroupValues, checkpoint_groups, pair_layers
 from bnaudit.audit.options import CompareOptions, Tolerances
@@ -25,6 +26,7 @@ from bnaudit.errors import BnauditError
 from bnaudit.findings import Finding, at_layer, finding
 from bnaudit.model import load_model
 from bnaudit.model.graph import Graph
+from bnaudit.model.runnable import unrunnable
 from bnaudit.report.results import CompareReport, LayerComparison, StatDiff
 from bnaudit.vocab import ROLES, STAT_ROLES, MatchMethod, Role
 
@@ -60,13 +62,71 @@ class StaticAudit:
     """Every file the audit read or a run may read: the model and the checkpoint's files."""
 
 
+@dataclass(frozen=True)
+class _Judged:
+    """One checkpoint against the graph: report rows and what a run needs."""
+
+    rows: list[tuple[int, LayerComparison]]
+    paired: list[PairedLayer]
+    unexplained: list[Group]
+    refoldable: list[FoldedLayer]
+    notes: tuple[str, ...]
+    resolved: Path
+    kind: str
+    keys: frozenset[str]
+    files: tuple[Path, ...]
+
+
 def audit(checkpoint: Path, model: Path, options: CompareOptions | None = None) -> StaticAudit:
-    """Pair the model's BN layers with the checkpoint's and compare their values."""
+    """Pair the model's BN layers with the checkpoint's and compare their values; when they
+    differ, name the checkpoint beside it (or under `options.search`) they do match."""
     options = options or CompareOptions()
-    tolerances = options.tolerances
     _refuse_swapped(checkpoint, model)
     graph = load_model(model)
     scan = find_layers(graph)
+    judged = _judge(checkpoint, graph, scan, options, strict=True)
+    findings = [finding("not-runnable", reason) for reason in unrunnable(graph)]
+    findings += [_missing_in_graph(group) for group in judged.unexplained]
+    rows = sorted(judged.rows, key=lambda row: row[0])
+    if not rows:
+        findings.append(_NO_BN)
+    read_files = (model, *judged.files)
+    if any(f.code in _STALE for _, row in rows for f in row.findings):
+        found, tried = frozen_from(
+            judged.resolved,
+            options.search,
+            lambda candidate: _clean(candidate, graph, scan, options),
+        )
+        read_files += tuple(tried)
+        if found:
+            findings.insert(0, _wrong_checkpoint(judged.resolved, found))
+    resolved = str(judged.resolved)
+    report = CompareReport(
+        checkpoint=str(checkpoint) if str(checkpoint) == resolved else f"{checkpoint} ({resolved})",
+        graph=str(model),
+        layers=tuple(row for _, row in rows),
+        findings=tuple(findings),
+        notes=judged.notes,
+        fail_on=options.fail_on,
+    )
+    return StaticAudit(
+        report,
+        graph,
+        tuple(scan.layers),
+        tuple(sorted(judged.paired, key=lambda p: p.layer.position)),
+        judged.resolved,
+        judged.kind,
+        judged.keys,
+        folded=tuple(sorted(judged.refoldable, key=lambda f: f.candidate.position)),
+        read_files=read_files,
+    )
+
+
+def _judge(
+    checkpoint: Path, graph: Graph, scan: GraphScan, options: CompareOptions, strict: bool
+) -> _Judged:
+    """Pair, compare and explain folds against one checkpoint."""
+    tolerances = options.tolerances
     with open_checkpoint(checkpoint) as ckpt:
         groups = checkpoint_groups(ckpt)
         values = GroupValues(ckpt)
@@ -85,31 +145,41 @@ def audit(checkpoint: Path, model: Path, options: CompareOptions | None = None) 
         ]
         leftover = [pair.group for pair in pairs if pair.layer is None and pair.group is not None]
         folded, unexplained, refoldable = folded_rows(graph, leftover, values, tolerances)
-        _refuse_empty(ckpt.path, model, scan.layers, groups, rows or folded)
-        notes = tuple(ckpt.notes)
-        resolved = str(ckpt.path)
-        where = (ckpt.path, ckpt.kind, frozenset(v.key for v in ckpt.variables()))
-        read_files = (model, *ckpt.files())
-    rows = sorted([*rows, *folded], key=lambda row: row[0])
-    report = CompareReport(
-        checkpoint=str(checkpoint) if str(checkpoint) == resolved else f"{checkpoint} ({resolved})",
-        graph=str(model),
-        layers=tuple(row for _, row in rows),
-        findings=tuple(_missing_in_graph(group) for group in unexplained)
-        or (() if rows else (_NO_BN,)),
-        notes=notes,
-        fail_on=options.fail_on,
+        if strict:
+            _refuse_empty(ckpt.path, graph.path, scan.layers, groups, rows or folded)
+        return _Judged(
+            rows=[*rows, *folded],
+            paired=paired,
+            unexplained=unexplained,
+            refoldable=refoldable,
+            notes=tuple(ckpt.notes),
+            resolved=ckpt.path,
+            kind=ckpt.kind,
+            keys=frozenset(v.key for v in ckpt.variables()),
+            files=tuple(ckpt.files()),
+        )
+
+
+_STALE = frozenset({"stats-mismatch", "folded-mismatch"})
+
+
+def _clean(candidate: Path, graph: Graph, scan: GraphScan, options: CompareOptions) -> bool:
+    """Whether every layer compared against `candidate` matches it (and one was compared)."""
+    judged = _judge(candidate, graph, scan, options, strict=False)
+    findings = [f for _, row in judged.rows for f in row.findings]
+    return (
+        bool(judged.rows)
+        and not judged.unexplained
+        and not any(f.code in _STALE or f.code in ("unmatched", "shape-mismatch") for f in findings)
     )
-    paired.sort(key=lambda p: p.layer.position)
-    refoldable.sort(key=lambda f: f.candidate.position)
-    return StaticAudit(
-        report,
-        graph,
-        tuple(scan.layers),
-        tuple(paired),
-        *where,
-        folded=tuple(refoldable),
-        read_files=read_files,
+
+
+def _wrong_checkpoint(given: Path, found: list[Path]) -> Finding:
+    names = ", ".join(str(p) for p in found[:3]) + (" ..." if len(found) > 3 else "")
+    return finding(
+        "wrong-checkpoint",
+        f"the graph matches {names} exactly; you passed {given}",
+        fix=f"compare with {found[0]}, or freeze again from {given.name}",
     )
 
 

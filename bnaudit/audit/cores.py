@@ -39,6 +39,8 @@ class Core:
     is_training: bool | None
     """A fused op's attribute; None for the decomposition (its sources tell)."""
     output: str
+    x: TensorRef | None = None
+    """The tensor normalized."""
 
 
 def find_cores(body: Body, stack: Stack) -> list[Core]:
@@ -68,6 +70,7 @@ def _fused_core(body: Body, stack: Stack, node: Any) -> Core:
         else "NHWC",
         is_training=bool(attrs["is_training"].b) if "is_training" in attrs else True,
         output=node.name,
+        x=inputs[0],
     )
 
 
@@ -103,7 +106,7 @@ def _decomposed_core(body: Body, stack: Stack, rsqrt: Any) -> Core | None:
         found = _normalization(body, scale_name)
         if found is None:
             continue
-        mean_ref, beta, output = found
+        mean_ref, beta, output, x = found
         variance, eps_ref = body.inputs(add)
         return Core(
             body=body,
@@ -120,12 +123,15 @@ def _decomposed_core(body: Body, stack: Stack, rsqrt: Any) -> Core | None:
             data_format=None,
             is_training=None,
             output=output,
+            x=x,
         )
     return None
 
 
-def _normalization(body: Body, scale_name: str) -> tuple[TensorRef, TensorRef | None, str] | None:
-    """(mean, beta, output node) when `x * scale + (beta - mean * scale)` hangs on scale."""
+def _normalization(
+    body: Body, scale_name: str
+) -> tuple[TensorRef, TensorRef | None, str, TensorRef] | None:
+    """(mean, beta, output node, x) when `x * scale + (beta - mean * scale)` hangs on scale."""
     muls = _consumers(body, scale_name, ("Mul",))
     for mean_mul, mean_position in muls:
         other = _other_input(body, mean_mul, mean_position)
@@ -140,12 +146,12 @@ def _normalization(body: Body, scale_name: str) -> tuple[TensorRef, TensorRef | 
             shift, mean_ref = mean_mul.name, body.inputs(other_node)[0]
         if shift is None:
             continue
-        for x_mul, _ in muls:
+        for x_mul, x_position in muls:
             if x_mul is mean_mul:
                 continue
             for output, _ in _consumers(body, x_mul.name, ("Add", "AddV2")):
                 if shift in {ref.node for ref in body.inputs(output)}:
-                    return mean_ref, beta, output.name
+                    return mean_ref, beta, output.name, _other_input(body, x_mul, x_position)
     return None
 
 

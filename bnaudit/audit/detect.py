@@ -74,6 +74,9 @@ class BnLayer:
     """Index of the output node in a topological order of the graph."""
     core_nodes: tuple[str, ...]
     """The fused op(s), or the decomposition's `Rsqrt`, that make the layer."""
+    input: str | None = None
+    """The top-level tensor (`node:index`) the layer normalizes; None when it is computed
+    inside a function or changed on the way."""
 
 
 @dataclass(frozen=True)
@@ -195,7 +198,7 @@ def _single_layer(graph: Graph, tracer: Tracer, core: Core, output: str) -> BnLa
         mode, flag = "training", None
     else:
         mode, flag = "inference", None
-    return _layer(graph, core, output, mode, flag, sources)
+    return _layer(graph, tracer, core, output, mode, flag, sources)
 
 
 def _pair_layer(
@@ -217,7 +220,7 @@ def _pair_layer(
         flag = None
     if mode == "training":
         sources.update({role: Batch(inference.node.name) for role in STAT_ROLES})
-    layer = _layer(graph, inference, output, mode, flag, sources)
+    layer = _layer(graph, tracer, inference, output, mode, flag, sources)
     return BnLayer(**{**layer.__dict__, "core_nodes": (if_true.node.name, if_false.node.name)})
 
 
@@ -230,6 +233,7 @@ def _uses_batch_stats(tracer: Tracer, core: Core) -> bool:
 
 def _layer(
     graph: Graph,
+    tracer: Tracer,
     core: Core,
     output: str,
     mode: Mode,
@@ -249,7 +253,15 @@ def _layer(
         params=params,
         position=graph.order.get(output, len(graph.order)),
         core_nodes=(core.node.name,),
+        input=_input_of(tracer, core),
     )
+
+
+def _input_of(tracer: Tracer, core: Core) -> str | None:
+    if core.x is None:
+        return None
+    found = tracer.top_level(core.body, core.x, core.stack)
+    return None if found is None else f"{found.node}:{found.index}"
 
 
 def _inference_source(source: Source | None, role: Role) -> Source | None:

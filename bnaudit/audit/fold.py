@@ -10,6 +10,7 @@ Only the checkpoint can tell whether the fold used the right statistics.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,6 +169,8 @@ class FoldedLayer:
     """Role -> the checkpoint's BN value."""
     epsilon: float
     """The epsilon that best explains the frozen fold (a fold does not record it)."""
+    matches: bool = False
+    """The frozen fold equals the checkpoint's within the fold tolerances (`folded`)."""
 
 
 def folded_rows(
@@ -245,6 +248,7 @@ def _fold_row(
         np.max(np.abs(np.concatenate([candidate.weights.ravel(), candidate.offset.ravel()])))
     )
     if check.max_abs_diff <= limit:
+        folded = dataclasses.replace(folded, matches=True)
         message = (
             f"BN was folded into {candidate.linear} (optimize_for_inference); the folded "
             f"weights match this checkpoint (epsilon {check.epsilon:g})"

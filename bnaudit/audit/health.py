@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from bnaudit.audit.detect import BnLayer, GraphScan
@@ -103,9 +105,10 @@ def _stat_findings(layer: BnLayer) -> list[Finding]:
     return findings
 
 
-def graph_findings(scan: GraphScan) -> list[Finding]:
-    """Findings about the graph as a whole: dangling function calls, no BN at all."""
-    findings = []
+def graph_findings(scan: GraphScan, unrunnable: Sequence[str] = ()) -> list[Finding]:
+    """Findings about the graph as a whole: what TensorFlow cannot run (`unrunnable`, see
+    `model.runnable`), dangling function calls, no BN at all."""
+    findings = [finding("not-runnable", reason) for reason in unrunnable]
     if scan.missing_functions:
         calls = ", ".join(f"{node} -> {function}" for node, function in scan.missing_functions)
         findings.append(

@@ -10,6 +10,7 @@ from bnaudit.audit.detect import BnLayer, Param, find_layers
 from bnaudit.audit.health import graph_findings, layer_findings
 from bnaudit.audit.options import ListOptions
 from bnaudit.model import load_model
+from bnaudit.model.runnable import unrunnable
 from bnaudit.report.results import FlagInfo, LayerReport, ListReport, ParamSummary
 
 
@@ -21,7 +22,7 @@ def list_layers(path: Path, options: ListOptions | None = None) -> ListReport:
     return ListReport(
         graph=str(path),
         layers=tuple(layer_report(layer) for layer in scan.layers),
-        findings=tuple(graph_findings(scan)),
+        findings=tuple(graph_findings(scan, unrunnable(graph))),
         fail_on=options.fail_on,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bnaudit.findings import Severity
 
@@ -35,3 +36,5 @@ class CompareOptions:
     """`--map OLD=NEW` rules, applied in order to graph names before pairing."""
     fail_on: Severity | None = Severity.ERROR
     """The lowest severity that fails the report; None never fails."""
+    search: Path | None = None
+    """`--search DIR`: where else to look for the checkpoint the graph was frozen from."""

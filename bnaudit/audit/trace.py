@@ -26,6 +26,8 @@ PASS_THROUGH = frozenset(
         "ExpandDims", "EnsureShape", "Switch", "RefSwitch",
     }
 )  # fmt: skip
+# Ops whose output is their first input, value and shape (a Switch: on its live side).
+_UNCHANGED = frozenset({"Identity", "RefIdentity", "Snapshot", "Switch", "RefSwitch"})
 # Ops through which a frozen variable is read.
 READ_OPS = frozenset({"Identity", "RefIdentity", "ReadVariableOp", "Cast", "Snapshot"})
 # Ops whose output is a statistic of the batch being normalized.
@@ -207,6 +209,24 @@ class Tracer:
                 body, ref = callee, callee.rets[ref.index]
             else:
                 return Opaque(node.name, op)
+
+    def top_level(self, body: Body, ref: TensorRef, stack: Stack = ()) -> TensorRef | None:
+        """The top-level tensor `ref` carries unchanged (out of function arguments, through
+        Identity and the live side of a Switch); None when an op changes it on the way."""
+        for _ in range(MAX_NESTING + len(body.nodes)):
+            if ref.node not in body.nodes:
+                if ref.node not in body.args or not stack:
+                    return None
+                frame = stack[-1]
+                position = body.args.index(ref.node) + frame.arg_offset
+                body, stack = frame.body, stack[:-1]
+                ref = body.inputs(body.nodes[frame.node])[position]
+                continue
+            node = body.nodes[ref.node]
+            if node.op not in _UNCHANGED or not node.input:
+                return ref if body.name is None and not stack else None
+            ref = body.inputs(node)[0]
+        return None
 
     def flag(self, body: Body, ref: TensorRef, stack: Stack = ()) -> Flag:
         """Describe the boolean that `ref` carries (a predicate of Switch or If)."""

@@ -24,6 +24,7 @@ may be absent). How a layer is recognised depends on what the checkpoint records
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import deque
 from collections.abc import Iterable
@@ -244,6 +245,9 @@ def _object_groups(ckpt: BundleCheckpoint, graph: Any) -> list[CheckpointBnGroup
             continue
         names = tuple(dict.fromkeys(n for n in (scope, path, layer_name, *key_scopes) if n))
         groups.append(CheckpointBnGroup(scope, roles, rank, names))
+    # Ranked again among the groups kept: a layer norm left out leaves no gap.
+    ranks = _ranked([g.order for g in groups])
+    groups = [dataclasses.replace(g, order=r) for g, r in zip(groups, ranks, strict=True)]
     return sorted(groups, key=lambda g: (g.order is None, g.order or 0, g.scope))
 
 

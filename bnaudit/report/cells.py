@@ -99,7 +99,7 @@ def first_divergence(report: CompareReport) -> str | None:
     return f"first divergent layer: {name}; the static audit says: {said}"
 
 
-ACTIVATION_COLUMNS = ("act |Δ|", "cos")
+ACTIVATION_COLUMNS = ("act |Δ|", "own |Δ|")
 
 
 def ran_activations(report: CompareReport) -> bool:
@@ -112,10 +112,12 @@ def divergent(layer: LayerComparison) -> bool:
 
 
 def activation_cells(layer: LayerComparison) -> list[str]:
-    diff = layer.activation
-    if diff is None:
-        return ["", ""]
-    return [fmt(diff.max_abs_diff), f"{diff.cosine:.4f}"]
+    """End to end, and what the layer does itself (see `run.contribution`)."""
+    diff, own = layer.activation, layer.own_activation
+    return [
+        "" if diff is None else fmt(diff.max_abs_diff),
+        "" if own is None else fmt(own.max_abs_diff),
+    ]
 
 
 def outputs_line(report: CompareReport) -> str | None:

@@ -78,6 +78,7 @@ def compare_report_dict(report: CompareReport) -> dict[str, Any]:
                     for role, diff in layer.stats.items()
                 },
                 "activation": activation_dict(layer.activation),
+                "own_activation": activation_dict(layer.own_activation),
                 "status": layer.status,
                 "findings": [finding_dict(f) for f in layer.findings],
             }

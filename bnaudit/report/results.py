@@ -144,6 +144,10 @@ class LayerComparison:
     activation: ActivationDiff | None = None
     """The layer's output against the reference's; None without a run, or when the
     reference has no counterpart of the layer."""
+    own_activation: ActivationDiff | None = None
+    """The frozen layer applied (by numpy) to the reference's input for it, against the
+    reference's output: the difference the layer makes itself. None when not measured
+    (folded BN, a `.keras` reference, parameters that are not constants)."""
 
     @property
     def status(self) -> Status:

@@ -17,6 +17,7 @@ import numpy as np
 from bnaudit.errors import BnauditError
 from bnaudit.formats.tensors import declared_count, decode_tensor, element_size
 from bnaudit.model.graph import Body, Graph
+from bnaudit.model.runnable import unrunnable
 
 MAX_RUN_TENSOR_BYTES = 512 * 2**20
 """The largest tensor a graph may declare by a constant shape for bnaudit to run it."""
@@ -32,7 +33,15 @@ _SHAPED = {
 
 
 def check_runnable(graph: Graph, label: str) -> None:
-    """A BnauditError when running `graph` would take unbounded memory or expand without end."""
+    """A BnauditError when TensorFlow would refuse `graph` (`model.runnable`), or running it
+    would take unbounded memory or expand without end."""
+    reasons = unrunnable(graph)
+    if reasons:
+        raise BnauditError(
+            f"TensorFlow cannot run {label}: {reasons[0]}"
+            + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else "")
+            + "; use --no-run for the static audit, or freeze again"
+        )
     for body in (graph.top, *graph.functions.values()):
         for node in body.nodes.values():
             size = _declared_bytes(body, node)

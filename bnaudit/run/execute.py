@@ -53,11 +53,12 @@ def run_pair(
     frozen: Side,
     reference: Reference,
     tensors: list[str],
-    reduce: Callable[[NDArray[Any], NDArray[Any]], T],
+    reduce: Callable[[str, NDArray[Any], NDArray[Any]], T],
     step: Step,
     budget: ChunkBudget | None = None,
 ) -> Reduced[T]:
-    """Fetch `tensors` (`node:index` of the frozen graph) from both sides in chunks; reduce."""
+    """Fetch `tensors` (`node:index` of the frozen graph) from both sides in chunks, in
+    order; reduce each pair (with its name) as it arrives."""
     budget = budget or ChunkBudget()
     step("loading TensorFlow…")
     tf = import_tensorflow()
@@ -77,7 +78,7 @@ def run_pair(
                 arrays.append(next(stream))
             for name, ours, theirs in zip(chunk, arrays[0], arrays[1], strict=True):
                 if ours is not None and theirs is not None:
-                    values[name] = reduce(ours, theirs)
+                    values[name] = reduce(name, ours, theirs)
             del arrays
         carried = {
             side.label: tuple(runner.carried)
@@ -149,7 +150,7 @@ class _MetaRunner:
                     f"TensorFlow cannot import the {side.label} ({_first_line(error)}); "
                     "use --reference patched"
                 ) from None
-        self.session = tf.compat.v1.Session(graph=graph)
+        self.session = tf.compat.v1.Session(graph=graph, config=session_config(tf))
         try:
             self.session.run(side.restore_op, {side.filename_tensor: side.checkpoint})
         except Exception as error:
@@ -326,7 +327,24 @@ def _session(tf: Any, side: Side) -> tuple[Any, Any]:
                 f"TensorFlow cannot import the {side.label} ({_first_line(error)}); "
                 "use --no-run for the static audit"
             ) from None
-    return graph, tf.compat.v1.Session(graph=graph)
+    return graph, tf.compat.v1.Session(graph=graph, config=session_config(tf))
+
+
+def session_config(tf: Any) -> Any:
+    """A session that runs each op as the graph says, with no graph rewrite.
+
+    Grappler fuses and folds each graph it is given differently (a convolution with its bias
+    and activation, constants into their users), so the same op gave values about 1e-5 apart
+    in a chunk and in a run of the whole graph, and in the frozen graph and its reference.
+    Without rewrites, the same op on the same input gives the same bits wherever it runs.
+    """
+    config = tf.compat.v1.ConfigProto()
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+    options = config.graph_options.optimizer_options
+    options.opt_level = tf.compat.v1.OptimizerOptions.L0
+    options.do_constant_folding = False
+    options.do_function_inlining = True  # function calls still run, inlined or not
+    return config
 
 
 def _fetch(

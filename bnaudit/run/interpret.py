@@ -1,20 +1,18 @@
 """Interpret a run: activation differences, divergence findings, the first divergent layer.
 
-A layer diverges when its max abs difference exceeds `atol` AND its max relative difference
-exceeds `rtol`. The first divergent layer in graph order is the one to fix first: every layer
-after it sees inputs that already differ. A divergence is explained by the layer's own static
-finding, else by the earlier divergent layer it inherits from.
+A tensor diverges when its max abs difference exceeds `atol` AND its max relative difference
+exceeds `rtol`. A layer is `activation-divergence` when it changes the result itself: its own
+difference (the frozen layer applied to the reference's input, see `run.contribution`)
+diverges; where that is not measured, when a static finding explains its divergence or no
+earlier layer diverged. A layer that only passes on a difference is `inherited-divergence`
+(info). The first layer that changes the result, in graph order, is the one to fix first.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
-import numpy as np
-from numpy.typing import NDArray
-
-from bnaudit.findings import Code, finding
+from bnaudit.findings import Code, Finding, finding
 from bnaudit.report.results import (
     ActivationDiff,
     CompareReport,
@@ -23,98 +21,30 @@ from bnaudit.report.results import (
 )
 from bnaudit.run.plan import RunPlan, true_flags
 
-_BLOCK = 1 << 22  # elements reduced at a time, so float64 copies stay small
 # Static findings that explain a divergence, most telling first.
 _CAUSES: tuple[Code, ...] = (
     "training-mode",
     "stats-mismatch",
+    "shape-mismatch",
     "folded-mismatch",
     "missing-in-checkpoint",
     "nonfinite-stats",
     "negative-variance",
-    "conditional-mode",
     "unmatched",
 )
 
 
-def activation_diff(
-    ours: NDArray[Any], theirs: NDArray[Any], atol: float, rtol: float
-) -> ActivationDiff:
-    """Compare two tensors in float64, block by block; NaN against NaN counts as equal.
-
-    Values near float64's limit give infinite differences, never warnings, and the cosine
-    is computed on rescaled values when the plain sums overflow.
-    """
-    if ours.shape != theirs.shape:
-        return ActivationDiff(np.inf, np.inf, np.inf, float("nan"), True)
-    a, b = ours.reshape(-1), theirs.reshape(-1)
-    max_abs = max_rel = total = dot = norm_a = norm_b = 0.0
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for start in range(0, a.size, _BLOCK):
-            block = _block_stats(a[start : start + _BLOCK], b[start : start + _BLOCK])
-            max_abs, max_rel = max(max_abs, block[0]), max(max_rel, block[1])
-            total, dot = total + block[2], dot + block[3]
-            norm_a, norm_b = norm_a + block[4], norm_b + block[5]
-        if not np.isfinite([dot, norm_a, norm_b]).all():
-            dot, norm_a, norm_b = _rescaled_products(a, b)
-    if norm_a == 0 and norm_b == 0:
-        cosine = 1.0
-    elif norm_a == 0 or norm_b == 0:
-        cosine = 0.0
-    else:
-        cosine = dot / (np.sqrt(norm_a) * np.sqrt(norm_b))
-    mean_abs = total / a.size if a.size else 0.0
-    return ActivationDiff(max_abs, max_rel, mean_abs, cosine, max_abs > atol and max_rel > rtol)
-
-
-def _block_stats(
-    ours: NDArray[Any], theirs: NDArray[Any]
-) -> tuple[float, float, float, float, float, float]:
-    """Max abs and relative difference, summed abs difference, x.y, x.x, y.y of one block."""
-    x, y = ours.astype(np.float64), theirs.astype(np.float64)
-    if _all_finite(ours) and _all_finite(theirs):
-        # The usual case, in fewer passes and the same numbers: no NaN, nothing to mask.
-        delta = np.subtract(x, y)
-        np.abs(delta, out=delta)
-        relative = np.abs(y)
-        np.maximum(relative, 1e-12, out=relative)
-        np.divide(delta, relative, out=relative)
-        products = (float(np.dot(x, y)), float(np.dot(x, x)), float(np.dot(y, y)))
-        return (float(delta.max()), float(relative.max()), float(delta.sum()), *products)
-    same = (x == y) | (np.isnan(x) & np.isnan(y))
-    delta = np.where(same, 0.0, np.abs(x - y))
-    delta[np.isnan(delta)] = np.inf
-    relative = np.where(delta == 0, 0.0, delta / np.maximum(np.abs(y), 1e-12))
-    relative[np.isnan(relative)] = np.inf
-    finite = np.isfinite(x) & np.isfinite(y)
-    x, y = x[finite], y[finite]
-    products = (float(np.dot(x, y)), float(np.dot(x, x)), float(np.dot(y, y)))
-    return (float(delta.max()), float(relative.max()), float(delta.sum()), *products)
-
-
-def _rescaled_products(a: NDArray[Any], b: NDArray[Any]) -> tuple[float, float, float]:
-    """x.y, x.x and y.y over the finite pairs, each side divided by its largest magnitude:
-    the cosine they give is the same, and the sums no longer overflow."""
-    finite = np.isfinite(a) & np.isfinite(b)
-    x, y = a[finite].astype(np.float64), b[finite].astype(np.float64)
-    scale_x = float(np.abs(x).max()) if x.size else 1.0
-    scale_y = float(np.abs(y).max()) if y.size else 1.0
-    x, y = x / (scale_x or 1.0), y / (scale_y or 1.0)
-    return float(np.dot(x, y)), float(np.dot(x, x)), float(np.dot(y, y))
-
-
-def _all_finite(values: NDArray[Any]) -> bool:
-    """No NaN and no infinity (min and max propagate both), without a boolean array."""
-    return bool(np.isfinite(values.min()) and np.isfinite(values.max()))
-
-
 def interpret(
-    report: CompareReport, plan: RunPlan, diffs: dict[str, ActivationDiff]
+    report: CompareReport,
+    plan: RunPlan,
+    diffs: dict[str, ActivationDiff],
+    own: dict[str, ActivationDiff] | None = None,
 ) -> CompareReport:
     """The static report with each compared layer's activation difference and its findings.
 
-    `diffs` maps the frozen graph's node names to their difference; what is missing there
-    had no counterpart in the reference, and a note says so.
+    `diffs` maps the frozen graph's node names to their difference, `own` to the difference
+    the layer makes itself (see `run.contribution`); what is missing in `diffs` had no
+    counterpart in the reference, and a note says so.
     """
     kind = plan.choice.kind
     notes = [
@@ -128,7 +58,9 @@ def interpret(
         for name in plan.outputs
         if name not in diffs
     ]
-    rows, first = _with_activations(report.layers, diffs, true_flags(plan.inputs))
+    fed = true_flags(plan.inputs)
+    fed_true = {row: flag for row, flag in plan.flags.items() if flag in fed}
+    rows, first = _with_activations(report.layers, diffs, own or {}, fed_true)
     findings = list(report.findings)
     compared = tuple(OutputComparison(name, diffs[name]) for name in plan.outputs if name in diffs)
     divergent_outputs = [o.name for o in compared if o.activation.divergent]
@@ -161,46 +93,105 @@ def interpret(
 
 
 def _with_activations(
-    rows: tuple[LayerComparison, ...], diffs: dict[str, ActivationDiff], true_flags: set[str]
+    rows: tuple[LayerComparison, ...],
+    diffs: dict[str, ActivationDiff],
+    own: dict[str, ActivationDiff],
+    fed_true: dict[str, str],
 ) -> tuple[list[LayerComparison], str | None]:
+    """Each row with its differences; `activation-divergence` where the layer itself changes
+    the result, `inherited-divergence` where it only passes on a difference it was given."""
     first: str | None = None
+    first_index = -1
+    inheriting = 0
     out = []
     for row in rows:
         diff = diffs.get(row.name)
         if diff is None:
             out.append(row)
             continue
+        mine = own.get(row.name)
+        cause = _static_cause(row, fed_true.get(row.name))
+        if mine is not None:
+            changes = mine.divergent
+        else:  # not measured: a static cause, or nothing earlier to inherit from
+            changes = diff.divergent and (cause is not None or first is None)
         findings = list(row.findings)
-        if diff.divergent:
-            cause = _cause(row, true_flags, first)
-            findings.append(
-                finding(
-                    "activation-divergence",
-                    "the layer's output differs from what this checkpoint gives (beyond --atol "
-                    "and --rtol)",
-                    row.scope,
-                    fix=cause,
-                )
-            )
-            first = first or row.scope
-        out.append(dataclasses.replace(row, activation=diff, findings=tuple(findings)))
+        if changes:
+            findings.append(_changes_finding(row, mine, cause))
+            if first is None:
+                first, first_index = row.scope, len(out)
+        elif diff.divergent:
+            inheriting += first is not None
+            findings.append(_inherits_finding(row, diff, mine, first))
+        out.append(
+            dataclasses.replace(row, activation=diff, own_activation=mine, findings=tuple(findings))
+        )
+    if first is not None and inheriting:
+        out[first_index] = _with_inheritors(out[first_index], inheriting)
     return out, first
 
 
-def _cause(row: LayerComparison, true_flags: set[str], first: str | None) -> str:
+def _changes_finding(
+    row: LayerComparison, mine: ActivationDiff | None, cause: str | None
+) -> Finding:
+    measured = "" if mine is None else f", by {_fmt(mine.max_abs_diff)} on the reference's input"
+    return finding(
+        "activation-divergence",
+        "the layer itself changes the result: its output differs from what this checkpoint "
+        f"gives (beyond --atol and --rtol){measured}",
+        row.scope,
+        fix=cause or _UNEXPLAINED,
+    )
+
+
+def _inherits_finding(
+    row: LayerComparison, diff: ActivationDiff, mine: ActivationDiff | None, first: str | None
+) -> Finding:
+    own = (
+        "its own contribution is not measured"
+        if mine is None
+        else "on the reference's input it gives the reference's output (max |Δ| "
+        f"{_fmt(mine.max_abs_diff)})"
+    )
+    return finding(
+        "inherited-divergence",
+        f"its input already differs (output max |Δ| {_fmt(diff.max_abs_diff)}); {own}",
+        row.scope,
+        fix=f"fix the first divergent layer, {first}" if first else "",
+    )
+
+
+def _with_inheritors(row: LayerComparison, count: int) -> LayerComparison:
+    """The first divergent layer's finding, saying how many later layers inherit from it."""
+    said = f"{count} later layer{'s' if count > 1 else ''} inherit{'' if count > 1 else 's'} it"
+    findings = tuple(
+        dataclasses.replace(f, message=f"{f.message} ({said})")
+        if f.code == "activation-divergence"
+        else f
+        for f in row.findings
+    )
+    return dataclasses.replace(row, findings=findings)
+
+
+_UNEXPLAINED = (
+    "no static finding explains it: the graph computes something else between the "
+    "checkpoint's layers (check the ops before it)"
+)
+
+
+def _static_cause(row: LayerComparison, fed_flag: str | None) -> str | None:
+    """Why the layer itself changes the result, from what the static audit and the feeds say."""
+    if fed_flag is not None:
+        return (
+            f"likely cause, your --feed: {fed_flag} fed True, so the layer normalized with "
+            "the batch's statistics; feed it False for inference"
+        )
     by_code = {f.code: f for f in row.findings}
     for code in _CAUSES:
-        if code == "conditional-mode" and code in by_code and true_flags:
-            flags = ", ".join(sorted(true_flags))
-            return (
-                f"likely cause, conditional-mode: the frozen graph ran with {flags} fed True, "
-                "so the layer normalized with the batch's statistics; feed False in inference"
-            )
         if code in by_code and code != "conditional-mode":
             return f"likely cause, {code}: {by_code[code].message}"
-    if first is not None:
-        return f"its input already differs: fix the first divergent layer, {first}, first"
-    return (
-        "no static finding explains it: the graph computes something else between the "
-        "checkpoint's layers (check the ops before it)"
-    )
+    return None
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}"

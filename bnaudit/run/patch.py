@@ -127,7 +127,14 @@ def _patch_params(nodes: _Nodes, item: PairedLayer) -> list[str]:
 
 
 def _refold(nodes: _Nodes, fold: FoldedLayer) -> list[str]:
-    """Fold the checkpoint's BN into the folded weights and offset, with the fold's epsilon."""
+    """Fold the checkpoint's BN into the folded weights and offset, with the fold's epsilon.
+
+    A fold that already matches the checkpoint (within the fold tolerances) stays as frozen:
+    folding it again in float64 would change only the last bits of its weights, and a
+    healthy network would show that rounding as a difference.
+    """
+    if fold.matches:
+        return []
     candidate = fold.candidate
     weights, offset = refold(fold.kernel, fold.bias, fold.stats, fold.epsilon, candidate.linear_op)
     for name, value in ((candidate.weights_node, weights), (candidate.offset_node, offset)):

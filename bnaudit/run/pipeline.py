@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bnaudit.audit.compare import StaticAudit
-from bnaudit.report.results import ActivationDiff, CompareReport
+from bnaudit.report.results import CompareReport
+from bnaudit.run.contribution import Contributions, Measured
 from bnaudit.run.execute import Reduced, import_tensorflow, run_pair
 from bnaudit.run.inputs import save_arrays
-from bnaudit.run.interpret import activation_diff, interpret
+from bnaudit.run.interpret import interpret
 from bnaudit.run.isolate import run_isolated
 from bnaudit.run.options import Progress, RunOptions, Silent
 from bnaudit.run.plan import RunPlan, plan_run
@@ -28,23 +29,25 @@ def run_compare(
         progress.warn(warning)
     if options.save_inputs is not None:
         save_arrays(options.save_inputs, plan.inputs.arrays)
-    reduced = execute(plan, options, progress)
-    diffs = {name[:-2]: diff for name, diff in reduced.values.items()}
-    return interpret(static.report, plan, diffs)
+    return interpret_run(static, plan, execute(plan, options, progress))
 
 
-def execute(plan: RunPlan, options: RunOptions, progress: Progress) -> Reduced[ActivationDiff]:
-    """Run the plan's two sides chunk by chunk, each fetched pair reduced to its difference,
-    in a child process stopped after `options.timeout` seconds."""
+def interpret_run(static: StaticAudit, plan: RunPlan, reduced: Reduced[Measured]) -> CompareReport:
+    """The static report with what the run measured, by node name."""
+    values = reduced.values
+    diffs = {name[:-2]: measured.activation for name, measured in values.items()}
+    own = {name[:-2]: m.own for name, m in values.items() if m.own is not None}
+    return interpret(static.report, plan, diffs, own)
 
-    def work(step: Callable[[str], None]) -> Reduced[ActivationDiff]:
+
+def execute(plan: RunPlan, options: RunOptions, progress: Progress) -> Reduced[Measured]:
+    """Run the plan's two sides chunk by chunk, each fetched pair reduced to its difference
+    (and a layer's own), in a child process stopped after `options.timeout` seconds."""
+
+    def work(step: Callable[[str], None]) -> Reduced[Measured]:
+        reduce = Contributions(plan.layer_inputs, plan.maths, options.atol, options.rtol)
         return run_pair(
-            plan.frozen,
-            plan.reference,
-            list(plan.tensors),
-            lambda ours, theirs: activation_diff(ours, theirs, options.atol, options.rtol),
-            step,
-            options.budget,
+            plan.frozen, plan.reference, list(plan.tensors), reduce, step, options.budget
         )
 
     return run_isolated(

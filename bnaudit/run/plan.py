@@ -8,14 +8,17 @@ prepared from the same plan.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from bnaudit.audit.compare import StaticAudit
 from bnaudit.model.graph import Graph
 from bnaudit.report.results import LayerComparison
 from bnaudit.run.bounds import check_runnable
+from bnaudit.run.contribution import LayerMath, layer_math
 from bnaudit.run.inputs import Inputs, make_inputs, placeholders
 from bnaudit.run.options import RunOptions
 from bnaudit.run.references import Choice, build_reference, choose, training_flags
@@ -45,11 +48,19 @@ class RunPlan:
     outputs: tuple[str, ...]
     """The graph's final outputs, compared too."""
     tensors: tuple[str, ...]
-    """What both sides fetch, as the frozen graph names it: rows, then outputs."""
+    """What both sides fetch, as the frozen graph names it: each row's input then its
+    output, then the final outputs."""
     frozen: Side
     reference: Reference
     notes: tuple[str, ...]
     """What the reference is, and what is not compared and why."""
+    layer_inputs: dict[str, str] = field(default_factory=dict)
+    """A row's output tensor -> the tensor its layer normalizes, for the rows whose own
+    contribution numpy can measure (`maths`)."""
+    maths: dict[str, LayerMath] = field(default_factory=dict)
+    """A row's output tensor -> how its frozen layer computes on this run's feeds."""
+    flags: dict[str, str] = field(default_factory=dict)
+    """A row's node -> the training flag its frozen layer reads, where it reads one."""
 
 
 def plan_run(static: StaticAudit, options: RunOptions) -> RunPlan:
@@ -74,18 +85,48 @@ def plan_run(static: StaticAudit, options: RunOptions) -> RunPlan:
         rows = [row for row in rows if row.op != "folded" or row.scope in refoldable]
     layer_names = list(dict.fromkeys(row.name for row in rows))
     outputs = [n for n in final_outputs(graph) if n not in layer_names]
-    reference, described = build_reference(choice, static, inputs, rows, outputs, options)
+    fed = {**inputs.arrays, **inputs.switches}
+    # A `.keras` reference exposes its layers' outputs only: no input to measure a layer on.
+    measured = [] if choice.kind == "keras" else layer_names
+    maths, layer_inputs = _own_measures(static, measured, fed)
+    reference, described = build_reference(
+        choice, static, inputs, rows, outputs, options, list(layer_inputs.values())
+    )
+    tensors = [t for name in layer_names for t in (layer_inputs.get(f"{name}:0"), f"{name}:0") if t]
     frozen = Side(graph.graph_def, {**inputs.arrays, **inputs.switches}, "frozen graph")
     return RunPlan(
         choice=choice,
         inputs=inputs,
         rows=tuple(rows),
         outputs=tuple(outputs),
-        tensors=tuple(f"{name}:0" for name in [*layer_names, *outputs]),
+        tensors=tuple(dict.fromkeys([*tensors, *(f"{name}:0" for name in outputs)])),
+        layer_inputs=layer_inputs,
+        maths=maths,
+        flags={
+            layer.name: layer.flag.name
+            for layer in static.layers
+            if layer.flag is not None and layer.name in layer_names
+        },
         frozen=frozen,
         reference=reference,
         notes=(*described, *skipped),
     )
+
+
+def _own_measures(
+    static: StaticAudit, names: list[str], fed: dict[str, NDArray[Any]]
+) -> tuple[dict[str, LayerMath], dict[str, str]]:
+    """For each row numpy can apply: how its frozen layer computes, and the tensor it reads."""
+    layers = {layer.name: layer for layer in static.layers}
+    maths: dict[str, LayerMath] = {}
+    inputs: dict[str, str] = {}
+    for name in names:
+        layer = layers.get(name)
+        math = None if layer is None or layer.input is None else layer_math(layer, fed)
+        if layer is not None and layer.input is not None and math is not None:
+            maths[f"{name}:0"] = math
+            inputs[f"{name}:0"] = layer.input
+    return maths, inputs
 
 
 def final_outputs(graph: Graph) -> list[str]:

@@ -94,10 +94,12 @@ def build_reference(
     rows: Sequence[LayerComparison],
     outputs: Sequence[str],
     options: RunOptions,
+    layer_inputs: Sequence[str] = (),
 ) -> tuple[Reference, list[str]]:
-    """The reference `choice` names, built for these inputs and fetches, with its notes."""
+    """The reference `choice` names, built for these inputs and fetches (the layers' inputs
+    too, where it has them), with its notes."""
     if choice.meta is not None:
-        return _meta_side(static, choice.meta, inputs, rows, outputs, options)
+        return _meta_side(static, choice.meta, inputs, rows, outputs, options, layer_inputs)
     if choice.kind == "keras":
         return _keras_side(static, inputs, rows, outputs)
     return _patched_side(static, inputs)
@@ -129,10 +131,13 @@ def _meta_side(
     rows: Sequence[LayerComparison],
     outputs: Sequence[str],
     options: RunOptions,
+    layer_inputs: Sequence[str],
 ) -> tuple[MetaSide, list[str]]:
     """The training graph of a `.meta`, restored from the checkpoint, its flags fed False."""
     frozen_flags = training_flags(static)
     fetches = fetch_map(meta, rows, outputs)
+    nodes = meta.graph.top.nodes
+    fetches.update({t: t for t in layer_inputs if t.rpartition(":")[0] in nodes})
     check_meta_safe(meta, fetches.values(), options.allow_unsafe_ops)
     nodes = meta.graph.top.nodes
     flags = [*meta.flags, *(f for f in sorted(frozen_flags) if f in nodes)]

@@ -74,6 +74,7 @@ def divergent_compare_report() -> CompareReport:
         stats={"moving_mean": StatDiff(0.25, 0.5), "gamma": StatDiff(None, None)},
         findings=(mismatch, diverges),
         activation=ActivationDiff(0.5, 2.0, 0.1, 0.9, divergent=True),
+        own_activation=ActivationDiff(0.375, 1.5, 0.1, 0.95, divergent=True),
     )
     clean = LayerComparison(
         name="bn2/FusedBatchNormV3",

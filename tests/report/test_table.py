@@ -36,4 +36,4 @@ def test_divergent_row_is_bold_red_and_the_clean_row_is_not() -> None:
     assert "\x1b[1;31m" not in bn2
     plain = _render(divergent_compare_report())
     assert "first divergent layer: bn1; the static audit says: stats-mismatch" in plain
-    assert "act |Δ|" in plain and "0.9000" in plain
+    assert "act |Δ|" in plain and "own |Δ|" in plain and "0.375" in plain

@@ -40,7 +40,7 @@ def _graph_def(tf: Any, factor: float, check: bool = False) -> Any:
     return protos.GraphDef.FromString(graph.as_graph_def().SerializeToString())
 
 
-def _max_abs(ours: np.ndarray, theirs: np.ndarray) -> float:
+def _max_abs(name: str, ours: np.ndarray, theirs: np.ndarray) -> float:
     return float(np.max(np.abs(ours - theirs)))
 
 

@@ -17,9 +17,9 @@ from bnaudit.report.results import (
     LayerComparison,
     OutputComparison,
 )
-from bnaudit.run import interpret as interpret_module
+from bnaudit.run.diff import BLOCK, activation_diff
 from bnaudit.run.inputs import Inputs
-from bnaudit.run.interpret import activation_diff, interpret
+from bnaudit.run.interpret import interpret
 from bnaudit.run.plan import RunPlan
 from bnaudit.run.references import Choice
 from bnaudit.run.sides import Side
@@ -142,7 +142,7 @@ def _fields(diff: ActivationDiff) -> list[float]:
     return [diff.max_abs_diff, diff.max_rel_diff, diff.mean_abs_diff, diff.cosine]
 
 
-def test_blocks_give_the_same_numbers_as_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_blocks_give_the_same_numbers_as_one_pass() -> None:
     """Block-wise reduction, finite blocks and blocks with NaN mixed: same as one block."""
     rng = np.random.default_rng(0)
     theirs = rng.standard_normal(10).astype(np.float32)
@@ -150,8 +150,7 @@ def test_blocks_give_the_same_numbers_as_one_pass(monkeypatch: pytest.MonkeyPatc
     ours[5] = theirs[5] = np.nan  # block [4:8] takes the masked path, the others the fast one
     ours[9] = theirs[9] + np.float32(3.0)  # the largest difference, in the last, short block
     whole = activation_diff(ours, theirs, 1e-5, 1e-5)
-    monkeypatch.setattr(interpret_module, "_BLOCK", 4)
-    blocked = activation_diff(ours, theirs, 1e-5, 1e-5)
+    blocked = activation_diff(ours, theirs, 1e-5, 1e-5, block=4)
     assert _fields(blocked) == pytest.approx(_fields(whole), rel=1e-12)
     assert blocked.max_abs_diff == pytest.approx(3.0, rel=1e-6)
     finite = ~np.isnan(theirs)
@@ -161,7 +160,7 @@ def test_blocks_give_the_same_numbers_as_one_pass(monkeypatch: pytest.MonkeyPatc
 
 def test_more_than_one_real_block() -> None:
     """A tensor past the 4M-element block: the maximum of one block, the mean of all."""
-    size = interpret_module._BLOCK + 3
+    size = BLOCK + 3
     theirs = np.ones(size, np.float32)
     ours = theirs.copy()
     ours[1] = 3.0  # first block: abs 2
@@ -211,6 +210,7 @@ def _plan(
     switches: dict[str, Any] | None = None,
     notes: tuple[str, ...] = (),
     warnings: tuple[str, ...] = (),
+    flags: dict[str, str] | None = None,
 ) -> RunPlan:
     inputs = Inputs({"input": np.zeros((2, 3), np.float32)}, switches or {}, warnings)
     tensors = tuple(f"{n}:0" for n in [*(r.name for r in rows), *outputs])
@@ -223,6 +223,7 @@ def _plan(
         frozen=Side(None, dict(inputs.arrays), "frozen graph"),
         reference=Side(None, dict(inputs.arrays), "reference"),
         notes=notes,
+        flags=flags or {},
     )
 
 
@@ -240,8 +241,8 @@ def _diffs(rows: list[LayerComparison], *states: ActivationDiff | None) -> dict[
     return {row.name: s for row, s in zip(rows, states, strict=True) if s is not None}
 
 
-def _divergence(row: LayerComparison) -> Finding:
-    found = [f for f in row.findings if f.code == "activation-divergence"]
+def _divergence(row: LayerComparison, code: Code = "activation-divergence") -> Finding:
+    found = [f for f in row.findings if f.code == code]
     assert len(found) == 1, row.findings
     return found[0]
 
@@ -274,12 +275,32 @@ def test_first_divergent_layer_and_what_the_later_ones_inherit() -> None:
     result = interpret(_report(rows), _plan(rows), _diffs(rows, SAME, OFF, OFF))
     assert result.first_divergent_layer == "bn2"
     assert result.layers[0].findings == () and result.layers[0].activation == SAME
-    first, later = _divergence(result.layers[1]), _divergence(result.layers[2])
+    first = _divergence(result.layers[1])
+    later = _divergence(result.layers[2], "inherited-divergence")
     assert first.layer == "bn2" and first.severity == Severity.ERROR
     assert "no static finding explains it" in first.message
-    assert later.layer == "bn3"
-    assert "its input already differs: fix the first divergent layer, bn2, first" in later.message
+    assert "(1 later layer inherits it)" in first.message
+    assert later.layer == "bn3" and later.severity == Severity.INFO
+    assert "its input already differs" in later.message
+    assert "its own contribution is not measured" in later.message
+    assert "fix the first divergent layer, bn2" in later.message
+    assert [f.code for f in result.layers[2].findings] == ["inherited-divergence"]
     assert not result.passed
+
+
+def test_a_layers_own_difference_decides_whether_it_diverges_itself() -> None:
+    """Measured on the reference's input: bn2 changes nothing itself (it inherits, though
+    no static finding says so), bn3 changes the result itself although bn1 came first."""
+    rows = [_row("bn1", "stats-mismatch"), _row("bn2", "stats-mismatch"), _row("bn3")]
+    own = _diffs(rows, OFF, SAME, OFF)
+    result = interpret(_report(rows), _plan(rows), _diffs(rows, OFF, OFF, OFF), own)
+    assert result.first_divergent_layer == "bn1"
+    assert [layer.own_activation for layer in result.layers] == [OFF, SAME, OFF]
+    assert "(1 later layer inherits it)" in _divergence(result.layers[0]).message
+    inherited = _divergence(result.layers[1], "inherited-divergence")
+    assert "on the reference's input it gives the reference's output" in inherited.message
+    assert "no static finding explains it" in _divergence(result.layers[2]).message
+    assert result.layers[1].status == "error"  # its stats-mismatch still stands
     assert result.findings == ()  # a layer diverges: no graph-level output finding
 
 
@@ -287,10 +308,12 @@ def test_a_layers_own_finding_beats_an_inherited_difference() -> None:
     rows = [_row("bn1", "stats-mismatch"), _row("bn2", "training-mode"), _row("bn3")]
     result = interpret(_report(rows), _plan(rows), _diffs(rows, OFF, OFF, OFF))
     assert result.first_divergent_layer == "bn1"
-    messages = [_divergence(layer).message for layer in result.layers]
+    messages = [_divergence(layer).message for layer in result.layers[:2]]
     assert "likely cause, stats-mismatch: stats-mismatch seen in bn1" in messages[0]
     assert "likely cause, training-mode: training-mode seen in bn2" in messages[1]
-    assert "fix the first divergent layer, bn1, first" in messages[2]
+    inherited = _divergence(result.layers[2], "inherited-divergence")
+    assert "fix the first divergent layer, bn1" in inherited.message
+    assert "(1 later layer inherits it)" in messages[0]
     # the static findings are kept, the divergence added after them
     assert [f.code for f in result.layers[1].findings] == ["training-mode", "activation-divergence"]
 
@@ -318,28 +341,30 @@ def test_untrained_stats_alone_explains_nothing() -> None:
     assert "no static finding explains it" in _divergence(result.layers[0]).message
 
 
-def test_conditional_mode_explains_a_divergence_only_when_fed_true() -> None:
+def test_a_flag_the_user_fed_true_explains_a_divergence() -> None:
     rows = [_row("bn1", "conditional-mode"), _row("bn2", "conditional-mode", "unmatched")]
+    flags = {row.name: "is_training" for row in rows}
     fed_true = {"is_training": np.asarray(True), "dropout": np.asarray(False)}
-    result = interpret(_report(rows), _plan(rows, switches=fed_true), _diffs(rows, OFF, OFF))
+    plan = _plan(rows, switches=fed_true, flags=flags)
+    result = interpret(_report(rows), plan, _diffs(rows, OFF, OFF), _diffs(rows, OFF, OFF))
     for layer in result.layers:
         message = _divergence(layer).message
-        assert (
-            "likely cause, conditional-mode: the frozen graph ran with is_training fed True"
-            in message
-        )
+        assert "likely cause, your --feed: is_training fed True" in message
         assert "dropout" not in message  # fed False: not named
     fed_false = {"is_training": np.asarray(False)}
-    result = interpret(_report(rows), _plan(rows, switches=fed_false), _diffs(rows, OFF, OFF))
+    plan = _plan(rows, switches=fed_false, flags=flags)
+    result = interpret(_report(rows), plan, _diffs(rows, OFF, OFF), _diffs(rows, OFF, OFF))
     assert "no static finding explains it" in _divergence(result.layers[0]).message
     assert "likely cause, unmatched" in _divergence(result.layers[1]).message
 
 
-def test_a_stronger_finding_beats_a_true_flag() -> None:
-    rows = [_row("bn1", "conditional-mode", "training-mode")]
+def test_a_flag_fed_true_is_named_before_any_static_finding() -> None:
+    """What the user fed is what the run measured: it comes first."""
+    rows = [_row("bn1", "conditional-mode", "stats-mismatch")]
     switches = {"is_training": np.asarray(True)}
-    result = interpret(_report(rows), _plan(rows, switches=switches), _diffs(rows, OFF))
-    assert "likely cause, training-mode" in _divergence(result.layers[0]).message
+    plan = _plan(rows, switches=switches, flags={rows[0].name: "is_training"})
+    result = interpret(_report(rows), plan, _diffs(rows, OFF))
+    assert "likely cause, your --feed" in _divergence(result.layers[0]).message
 
 
 def test_divergent_output_without_divergent_layer_is_a_graph_finding() -> None:

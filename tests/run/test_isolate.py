@@ -90,7 +90,7 @@ def test_a_tensorflow_loop_that_never_ends_is_stopped(tmp_path: Path) -> None:
         "from bnaudit.run.sides import Side\n"
         "graph = load_model(Path(__import__('sys').argv[1]))\n"
         "side = Side(graph.graph_def, {'x': np.zeros((2, 4), np.float32)}, 'frozen graph')\n"
-        "work = lambda step: run_pair(side, side, ['out:0'], lambda a, b: 0.0, step)\n"
+        "work = lambda step: run_pair(side, side, ['out:0'], lambda n, a, b: 0.0, step)\n"
         "run_isolated(work, lambda text: None, 15, 'a looping graph')\n"
     )
     started = time.monotonic()

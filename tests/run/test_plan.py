@@ -34,7 +34,19 @@ def test_plan_rows_outputs_and_tensors_in_order() -> None:
     plan = plan_run(static, RunOptions(reference="patched"))
     assert plan.rows == static.report.layers
     assert plan.outputs == ("output",)
-    assert plan.tensors == ("model/bn1/cond/Merge:0", "model/bn2/cond/Merge:0", "output:0")
+    # Each layer's input, then its output (numpy measures what the layer does itself).
+    assert plan.tensors == (
+        "model/conv1/BiasAdd:0",
+        "model/bn1/cond/Merge:0",
+        "model/conv2/BiasAdd:0",
+        "model/bn2/cond/Merge:0",
+        "output:0",
+    )
+    assert plan.layer_inputs == {
+        "model/bn1/cond/Merge:0": "model/conv1/BiasAdd:0",
+        "model/bn2/cond/Merge:0": "model/conv2/BiasAdd:0",
+    }
+    assert plan.maths.keys() == plan.layer_inputs.keys()
     assert plan.choice.kind == "patched"
     assert plan.inputs.arrays.keys() == {"input"}
     assert plan.inputs.arrays["input"].shape == (2, 8, 8, 3)  # the default batch of 2
@@ -89,6 +101,7 @@ def test_plan_refuses_a_reference_the_checkpoint_cannot_give() -> None:
 def test_keras_outputs_are_compared_too() -> None:
     plan = plan_run(_static("keras3_bn", "model.keras"), RunOptions())
     assert plan.outputs == ("Identity",)
+    assert plan.layer_inputs == {}  # a .keras reference has no layer input to give
     assert plan.tensors == (
         "functional_1/bn1_1/batchnorm/add_1:0",
         "functional_1/bn2_1/batchnorm/add_1:0",
@@ -138,7 +151,8 @@ def test_a_layer_output_that_is_also_a_final_output_is_fetched_once() -> None:
     report = dataclasses.replace(static.report, layers=(bn1, last, bn1))
     plan = plan_run(dataclasses.replace(static, report=report), RunOptions(reference="patched"))
     assert plan.outputs == ()
-    assert plan.tensors == ("model/bn1/cond/Merge:0", "output:0")
+    # "output" is no layer detection found, so no input of it is fetched
+    assert plan.tensors == ("model/conv1/BiasAdd:0", "model/bn1/cond/Merge:0", "output:0")
 
 
 def _with_read_file(tmp_path: Path) -> Path:
