@@ -251,6 +251,7 @@ def _compare_layer(
     stats: dict[str, StatDiff] = {}
     missing: list[Role] = []
     differing: list[str] = []
+    reshaped: list[tuple[Role, int, int]] = []
     for role in ROLES if group is not None else ():
         assert group is not None
         param = layer.params[role]
@@ -265,7 +266,7 @@ def _compare_layer(
             continue
         ours = param.value
         if ours.size != theirs.size:
-            differing.append(f"{role} (shape {ours.shape} vs {theirs.shape})")
+            reshaped.append((role, ours.size, theirs.size))
             stats[role] = StatDiff(None, None)
             continue
         ours, theirs = ours.reshape(-1), theirs.reshape(-1)
@@ -276,6 +277,15 @@ def _compare_layer(
         if not np.all(same):
             differing.append(role)
     findings += _pairing_findings(group, missing, differing)
+    if reshaped and group is not None:
+        role, ours_size, theirs_size = reshaped[0]
+        findings.append(
+            finding(
+                "shape-mismatch",
+                f"the checkpoint's {group.scope} has {theirs_size} channels ({role}), the "
+                f"graph's layer {ours_size}: the checkpoint is from another architecture",
+            )
+        )
     findings = at_layer(findings, layer.scope)
     row = LayerComparison(
         name=layer.name,

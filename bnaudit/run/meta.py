@@ -118,6 +118,7 @@ def find_meta(
     keys: frozenset[str],
     inputs: dict[str, tuple[int, ...] | None],
     allow_unsafe: bool = False,
+    rows: Sequence[LayerComparison] = (),
 ) -> tuple[MetaGraph | None, str]:
     """The usable `.meta` beside a Saver prefix, and why it is (or why none is) usable.
 
@@ -137,7 +138,7 @@ def find_meta(
         except BnauditError as error:
             why_not.append(str(error))
             continue
-        problem = unusable(meta, keys, inputs, allow_unsafe)
+        problem = unusable(meta, keys, inputs, allow_unsafe, rows)
         if problem is None:
             if path == own:
                 return meta, f"{path.name} is beside the checkpoint"
@@ -154,8 +155,13 @@ def unusable(
     keys: frozenset[str],
     inputs: dict[str, tuple[int, ...] | None],
     allow_unsafe: bool = False,
+    rows: Sequence[LayerComparison] = (),
 ) -> str | None:
-    """Why the `.meta` cannot reproduce this checkpoint in inference, or None."""
+    """Why the `.meta` cannot reproduce this checkpoint in inference, or None.
+
+    `rows` are the frozen graph's layers: a `.meta` lacking one of them is the training
+    graph of another model, however well its Saver fits the checkpoint.
+    """
     unsafe = [] if allow_unsafe else unsafe_ops(meta)
     saving = (
         []
@@ -170,6 +176,11 @@ def unusable(
             f"it holds {unsafe[0].op} ({unsafe[0].reason}; node {unsafe[0].node!r}){more}, "
             "which bnaudit does not run without --allow-unsafe-ops"
         )
+    fetched = fetch_map(meta, rows, ())
+    lacking = [row.scope for row in rows if f"{row.name}:0" not in fetched]
+    if lacking:
+        more = f" and {len(lacking) - 1} more" if len(lacking) > 1 else ""
+        return f"its graph has no {lacking[0]}{more} (the training graph of another model)"
     missing = sorted(meta.saver_keys - keys)
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""

@@ -84,7 +84,8 @@ def _meta_for(static: StaticAudit, allow_unsafe: bool) -> tuple[MetaGraph | None
         for p in placeholders(static.graph.graph_def)
         if not p.has_default and not p.is_switch and p.name not in flags
     }
-    return find_meta(static.checkpoint_path, static.checkpoint_keys, inputs, allow_unsafe)
+    rows = static.report.layers
+    return find_meta(static.checkpoint_path, static.checkpoint_keys, inputs, allow_unsafe, rows)
 
 
 def build_reference(

@@ -58,7 +58,7 @@ def test_map_rules_pair_names_the_user_gives(runner: CliRunner) -> None:
     assert [x["match"]["method"] for x in report["layers"]] == ["map", "map"]
     assert [x["match"]["checkpoint_scope"] for x in report["layers"]] == ["bn2", "bn1"]
     assert code == 1
-    assert all(x["findings"][0]["code"] == "stats-mismatch" for x in report["layers"])
+    assert all(x["findings"][0]["code"] == "shape-mismatch" for x in report["layers"])
 
 
 def test_malformed_map_is_usage_error(runner: CliRunner) -> None:
@@ -164,3 +164,16 @@ def test_reports_never_land_on_a_checkpoint(runner: CliRunner, tmp_path: Path) -
     result = runner.invoke(main, ["compare", f"{prefix}.index", graph, "-o", data])
     assert result.exit_code == 2
     assert _digest(tmp_path / "ckpt") == before
+
+
+def test_another_architectures_layer_is_a_shape_mismatch(runner: CliRunner) -> None:
+    """The 2-D model's model/bn1 pairs by name with the conv model's, but has 8 channels
+    against 4: not a stale step but another architecture, said as such."""
+    other = MODELS / "tf1_nonfused_2d" / "ckpt"
+    code, report, _ = _compare(runner, str(other), str(TF1 / "frozen.pb"))
+    assert code == 1 and report is not None
+    bn1 = next(layer for layer in report["layers"] if layer["scope"] == "model/bn1")
+    codes = [f["code"] for f in bn1["findings"]]
+    assert codes == ["shape-mismatch"], bn1["findings"]
+    assert "has 8 channels" in bn1["findings"][0]["message"]
+    assert "graph's layer 4" in bn1["findings"][0]["message"]

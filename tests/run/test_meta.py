@@ -143,6 +143,21 @@ def test_a_meta_fitting_the_checkpoint_and_inputs_is_usable() -> None:
     assert unusable(_meta(), static.checkpoint_keys, _data_inputs(static)) is None
 
 
+def test_the_training_graph_of_another_model_is_unusable() -> None:
+    """Its Saver fits the checkpoint and its inputs the graph's, but it lacks a layer the
+    frozen graph has: it is another model's, and a run against it would compare nothing."""
+    static = _static("tf1_fused_cond", "ckpt")
+    rows = static.report.layers
+    inputs = _data_inputs(static)
+    assert unusable(_meta(), static.checkpoint_keys, inputs, rows=rows) is None
+    other = dataclasses.replace(
+        rows[1], name="head/bn9/FusedBatchNormV3", scope="head/bn9", checkpoint_scope="head/bn9"
+    )
+    assert unusable(_meta(), static.checkpoint_keys, inputs, rows=(rows[0], other)) == (
+        "its graph has no head/bn9 (the training graph of another model)"
+    )
+
+
 def test_a_saver_restoring_what_the_checkpoint_lacks() -> None:
     meta = _meta()
     keys = frozenset(meta.saver_keys - {"global_step"})
