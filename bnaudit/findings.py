@@ -28,6 +28,8 @@ Code = Literal[
     "folded-mismatch",
     "fold-ambiguous",
     "shape-mismatch",
+    "ema-raw",
+    "ema-averaged",
     "wrong-checkpoint",
     "not-runnable",
     "activation-divergence",
@@ -196,6 +198,21 @@ CATALOG: dict[Code, FindingKind] = {
             "(compare) the checkpoint's layer has another channel count than the graph's: the "
             "checkpoint is from another architecture",
             "pass the checkpoint of this architecture",
+        ),
+        FindingKind(
+            "ema-raw",
+            _W,
+            "(compare) the checkpoint holds `ExponentialMovingAverage` shadows of the layer's "
+            "parameters, but the graph froze the raw values (evaluation is meant to use the "
+            "averages)",
+            "restore through ema.variables_to_restore() before freezing",
+        ),
+        FindingKind(
+            "ema-averaged",
+            _I,
+            "(compare) the graph froze the `ExponentialMovingAverage` shadows of the layer's "
+            "parameters; they are compared (and run) as the checkpoint's values",
+            "",
         ),
         FindingKind(
             "wrong-checkpoint",

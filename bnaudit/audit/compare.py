@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bnaudit.audit.detect import BnLayer, GraphScan, find_layers
+from bnaudit.audit.ema import intended_values, shadows
 from bnaudit.audit.fold import FoldedLayer, folded_rows
 from bnaudit.audit.frozenfrom import frozen_from
 from bnaudit.audit.health import layer_findings
@@ -133,16 +134,22 @@ def _judge(
         pairs = pair_layers(
             scan.layers, groups, list(options.maps), lambda g: values.of(g, "moving_mean")
         )
-        rows = [
-            _compare_layer(pair.layer, pair.group, pair.method, values, tolerances)
-            for pair in pairs
-            if pair.layer is not None
-        ]
-        paired = [
-            PairedLayer(pair.layer, {role: values.of(pair.group, role) for role in ROLES})
-            for pair in pairs
-            if pair.layer is not None and pair.group is not None
-        ]
+        shadow_of = shadows(ckpt)
+        rows = []
+        paired = []
+        for pair in pairs:
+            if pair.layer is None:
+                continue
+            theirs: dict[Role, NDArray[Any] | None] = {}
+            averaged: list[Finding] = []
+            if pair.group is not None:
+                theirs, averaged = intended_values(
+                    pair.layer, pair.group, values, shadow_of, tolerances
+                )
+                paired.append(PairedLayer(pair.layer, theirs))
+            rows.append(
+                _compare_layer(pair.layer, pair.group, pair.method, theirs, tolerances, averaged)
+            )
         leftover = [pair.group for pair in pairs if pair.layer is None and pair.group is not None]
         folded, unexplained, refoldable = folded_rows(graph, leftover, values, tolerances)
         if strict:
@@ -244,10 +251,12 @@ def _compare_layer(
     layer: BnLayer,
     group: Group | None,
     method: MatchMethod | None,
-    values: GroupValues,
+    values: dict[Role, NDArray[Any] | None],
     tolerances: Tolerances,
+    averaged: list[Finding],
 ) -> tuple[int, LayerComparison]:
-    findings = layer_findings(layer)
+    """The layer against the checkpoint's values for it (`values`, see `ema`)."""
+    findings = layer_findings(layer) + averaged
     stats: dict[str, StatDiff] = {}
     missing: list[Role] = []
     differing: list[str] = []
@@ -255,7 +264,7 @@ def _compare_layer(
     for role in ROLES if group is not None else ():
         assert group is not None
         param = layer.params[role]
-        theirs = values.of(group, role)
+        theirs = values.get(role)
         if theirs is None:
             if param.kind == "const":
                 missing.append(role)

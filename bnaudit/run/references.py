@@ -78,6 +78,10 @@ def choose(kind: ReferenceChoice, static: StaticAudit, allow_unsafe: bool = Fals
 def _meta_for(static: StaticAudit, allow_unsafe: bool) -> tuple[MetaGraph | None, str]:
     if static.checkpoint_kind != "tf1-saver":
         return None, f"a {static.checkpoint_kind} checkpoint has no .meta"
+    if any(f.code == "ema-averaged" for row in static.report.layers for f in row.findings):
+        return None, (
+            "the graph froze moving averages, which a .meta's Saver restores as the raw values"
+        )
     flags = training_flags(static)
     inputs = {
         p.name: p.shape
