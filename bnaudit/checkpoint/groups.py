@@ -245,10 +245,28 @@ def _object_groups(ckpt: BundleCheckpoint, graph: Any) -> list[CheckpointBnGroup
             continue
         names = tuple(dict.fromkeys(n for n in (scope, path, layer_name, *key_scopes) if n))
         groups.append(CheckpointBnGroup(scope, roles, rank, names))
+    if not groups:
+        return _by_full_names(nodes, entries, preorder)
     # Ranked again among the groups kept: a layer norm left out leaves no gap.
     ranks = _ranked([g.order for g in groups])
     groups = [dataclasses.replace(g, order=r) for g, r in zip(groups, ranks, strict=True)]
     return sorted(groups, key=lambda g: (g.order is None, g.order or 0, g.scope))
+
+
+def _by_full_names(nodes: Any, entries: Any, preorder: dict[int, int]) -> list[CheckpointBnGroup]:
+    """Groups by the variables' own names, for an object graph that does not nest them under
+    their layers: a Keras 3 `model.export()` SavedModel lists its variables in flat lists
+    (`variables/0`, `_all_variables/3`), each variable recording its name (`bn1/gamma`)."""
+    paths: dict[str, str] = {}
+    positions: dict[str, int] = {}
+    for node_id in sorted(preorder, key=preorder.__getitem__):
+        for attr in nodes[node_id].attributes:
+            name = attr.full_name.removesuffix(":0")
+            key = attr.checkpoint_key
+            if attr.name == "VARIABLE_VALUE" and key in entries and name and name not in paths:
+                paths[name] = key
+                positions[key] = preorder[node_id]
+    return _by_names(paths, positions)
 
 
 def _keras3_roles(ckpt: KerasCheckpoint, layer: KerasLayer) -> dict[str, str] | None:
