@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bnaudit.checkpoint.siblings import beside, search
-from bnaudit.errors import BnauditError
 
 
 def frozen_from(
@@ -28,6 +27,6 @@ def frozen_from(
         try:
             if matches(candidate):
                 found.append(candidate)
-        except BnauditError:
-            continue  # damaged, or not a checkpoint of this model: not the one
+        except Exception:  # damaged or hostile, maybe beyond what the readers check:
+            continue  # not the one, and a file the user did not pass never costs the audit
     return found, tried
