@@ -13,6 +13,11 @@ from functools import cache
 # Name parts that control flow and BN ops add below the scope a user chose; `cond/output/_N`
 # is where lowering a v2 `If` leaves its `Merge`.
 _SCOPE_NOISE = re.compile(r"^(cond(_\d+)?|batchnorm|FusedBatchNorm(V\d)?(_\d+)?|output|_\d+)$")
+# Lowering a v2 `If`/`While` into the top-level graph prefixes each node of a branch or body
+# function with `<caller>/then|else|body|cond/_N/`; the rest is the name it had there.
+_LOWERED = re.compile(r"^(?:.*/)?(?:then|else|body|cond)/_\d+/(?=.)")
+# The name scope `tf.while_loop` opens around its body, wherever it sits.
+_LOOP_SCOPE = re.compile(r"^while(_\d+)?$")
 _KERAS_FUNCTIONAL = re.compile(r"^(functional|model|sequential)(_\d+)?/")
 _DECORATIONS = re.compile(r"(/read|/ReadVariableOp.*|/\.ATTRIBUTES/.*|/Cast(_\d+)?)$")
 CALL_SUFFIX = re.compile(r"_\d+$")
@@ -20,8 +25,9 @@ CALL_SUFFIX = re.compile(r"_\d+$")
 
 
 def scope_of(node_name: str) -> str:
-    """The layer scope of a node: its parent scope without `cond`/`batchnorm` parts."""
-    parts = node_name.split("/")[:-1]
+    """The layer scope of a node: its parent scope without `cond`/`batchnorm` parts, the
+    `while` scopes of loops, or the prefix lowering control flow adds."""
+    parts = [p for p in _LOWERED.sub("", node_name).split("/")[:-1] if not _LOOP_SCOPE.match(p)]
     while parts and _SCOPE_NOISE.match(parts[-1]):
         parts.pop()
     return "/".join(parts) or node_name

@@ -22,6 +22,13 @@ from bnaudit.names import normalize, scope_of, strip_call_suffix
         ("model/bn1/FusedBatchNorm/x", "model/bn1"),
         # Where lowering a v2 If leaves its Merge.
         ("bn1/cond/output/_5", "bn1"),
+        # Lowering a v2 If/While prefixes each branch or body node with `<caller>/.../_N/`.
+        ("bn1/cond/then/_0/bn1/cond/FusedBatchNormV3", "bn1"),
+        ("while/body/_1/while/bn2/FusedBatchNormV3", "bn2"),
+        # The `while` scope tf.while_loop opens, wherever it sits.
+        ("model/while/bn2/FusedBatchNormV3", "model/bn2"),
+        ("model/while_1/bn2/batchnorm/add_1", "model/bn2"),
+        ("model/whiles/bn2/add", "model/whiles/bn2"),
         # Keras 3 traced in a TF2 function.
         ("functional_1/bn1_1/batchnorm/add_1", "functional_1/bn1_1"),
         # Names that only look like noise stay.

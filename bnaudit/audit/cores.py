@@ -3,8 +3,12 @@
 A core is one computation, before layers are assembled (`detect`):
 - a fused op (`FusedBatchNorm`, `V2`, `V3`), its mode in its `is_training` attribute;
 - the decomposition `tf.nn.batch_normalization` and Keras 3 write:
-  `Rsqrt(var + eps)` [`* gamma`] -> `x * scale` and `mean * scale` -> `beta - ...` -> `add`.
-Two fused cores joined by a v1 `Merge` are one layer's training and inference branches.
+  `Rsqrt(var + eps)` [`* gamma`] -> `x * scale` and `mean * scale` -> `beta - ...` -> `add`;
+- BN written by hand as arithmetic, `(x - mean) / sqrt(var + eps) [* gamma] [+ beta]` and
+  its variants (see `arith`).
+A computation whose mean is taken over each sample is a layer, group or instance
+normalization, not BN, and is left out. Two fused cores joined by a v1 `Merge` are one
+layer's training and inference branches.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from bnaudit.audit.arith import match_arithmetic, per_sample_mean
 from bnaudit.audit.trace import Stack
 from bnaudit.formats.ops import FUSED_OPS, MERGE_OPS
 from bnaudit.formats.tensors import decode_tensor
@@ -48,9 +53,10 @@ def find_cores(body: Body, stack: Stack) -> list[Core]:
     for node in body.nodes.values():
         if node.op in FUSED_OPS:
             cores.append(_fused_core(body, stack, node))
-        elif node.op == "Rsqrt":
-            core = _decomposed_core(body, stack, node)
-            if core is not None:
+        elif node.op in ("Rsqrt", "Sqrt"):
+            core = _decomposed_core(body, stack, node) if node.op == "Rsqrt" else None
+            core = core or _arithmetic_core(body, stack, node)
+            if core is not None and not per_sample_mean(body, core.inputs["moving_mean"]):
                 cores.append(core)
     return cores
 
@@ -153,6 +159,25 @@ def _normalization(
                 if shift in {ref.node for ref in body.inputs(output)}:
                     return mean_ref, beta, output.name, _other_input(body, x_mul, x_position)
     return None
+
+
+def _arithmetic_core(body: Body, stack: Stack, root: Any) -> Core | None:
+    """BN written by hand as arithmetic around `root` (see `arith`), or None."""
+    found = match_arithmetic(body, root)
+    if found is None:
+        return None
+    return Core(
+        body=body,
+        stack=stack,
+        node=root,
+        op="decomposed",
+        inputs=found.inputs,
+        epsilon=_scalar(body, found.epsilon),
+        data_format=None,
+        is_training=None,
+        output=found.output,
+        x=found.x,
+    )
 
 
 def _scalar(body: Body, ref: TensorRef) -> float | None:

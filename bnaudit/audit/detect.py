@@ -30,7 +30,7 @@ from bnaudit.audit.trace import (
     function_name,
     resolve,
 )
-from bnaudit.formats.ops import CALL_OPS, IF_OPS, VARIABLE_OPS
+from bnaudit.formats.ops import CALL_OPS, IF_OPS, VARIABLE_OPS, WHILE_OPS
 from bnaudit.formats.tensors import decode_tensor
 from bnaudit.model.graph import Body, Graph, TensorRef
 from bnaudit.names import scope_of
@@ -77,6 +77,9 @@ class BnLayer:
     input: str | None = None
     """The top-level tensor (`node:index`) the layer normalizes; None when it is computed
     inside a function or changed on the way."""
+    in_loop: bool = False
+    """Inside a loop (a `While` body or a v1 loop frame): it runs once per iteration, so no
+    top-level tensor holds its output and a run cannot compare it."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,14 @@ def _body_layers(graph: Graph, tracer: Tracer, body: Body, stack: Stack) -> list
     return layers
 
 
+# The function attributes of each op that calls functions, and where their arguments start.
+_FUNCTION_ATTRS = {
+    **dict.fromkeys(IF_OPS, ("then_branch", "else_branch")),
+    **dict.fromkeys(CALL_OPS, ("f",)),
+    **dict.fromkeys(WHILE_OPS, ("cond", "body")),
+}
+
+
 def _calls(
     graph: Graph,
     tracer: Tracer,
@@ -138,14 +149,15 @@ def _calls(
     missing: list[tuple[str, str]],
     walked: set[str | None],
 ) -> list[tuple[Body, Stack, list[BnLayer]]]:
-    """The functions `body` calls that are still to walk, with their call stacks; an If whose
-    branches hold the same layers comes back as those conditional layers instead."""
+    """The functions `body` calls (If branches, calls, While cond and body) that are still to
+    walk, with their call stacks; an If whose branches hold the same layers comes back as
+    those conditional layers instead."""
     found: list[tuple[Body, Stack, list[BnLayer]]] = []
     top_name = stack[0].node if stack else None
     for name, node in body.nodes.items():
-        if node.op not in IF_OPS and node.op not in CALL_OPS:
+        attrs = _FUNCTION_ATTRS.get(node.op)
+        if attrs is None:
             continue
-        attrs = ("then_branch", "else_branch") if node.op in IF_OPS else ("f",)
         callees = []
         for attr in attrs:
             callee = graph.functions.get(function_name(node, attr))
@@ -198,7 +210,24 @@ def _single_layer(graph: Graph, tracer: Tracer, core: Core, output: str) -> BnLa
         mode, flag = "training", None
     else:
         mode, flag = "inference", None
+    branch = _branch_flag(tracer, core.stack)
+    if branch is not None and mode != "conditional":
+        # In one branch of an If: whether it runs at all is the flag's choice.
+        mode, flag = "conditional", branch
     return _layer(graph, tracer, core, output, mode, flag, sources)
+
+
+def _branch_flag(tracer: Tracer, stack: Stack) -> Flag | None:
+    """The flag of the innermost If that `stack` enters a branch of, unless it is a
+    constant (then the branch taken is fixed and the layer's own mode stands)."""
+    for depth in range(len(stack) - 1, -1, -1):
+        frame = stack[depth]
+        caller = frame.body.nodes[frame.node]
+        if caller.op in IF_OPS:
+            flag = tracer.flag(frame.body, frame.body.inputs(caller)[0], stack[:depth])
+            if not flag.constant:
+                return flag
+    return None
 
 
 def _pair_layer(
@@ -241,9 +270,11 @@ def _layer(
     sources: dict[Role, Source | None],
 ) -> BnLayer:
     params = {role: _param(_inference_source(sources[role], role)) for role in ROLES}
+    in_loop = _in_loop(tracer, core)
     return BnLayer(
         name=output,
-        scope=scope_of(output),
+        # A While node names the loop, not the layer: its body's node names say the scope.
+        scope=scope_of(core.output if in_loop else output),
         op=core.op,
         mode=mode,
         flag=flag,
@@ -253,8 +284,20 @@ def _layer(
         params=params,
         position=graph.order.get(output, len(graph.order)),
         core_nodes=(core.node.name,),
-        input=_input_of(tracer, core),
+        input=None if in_loop else _input_of(tracer, core),
+        in_loop=in_loop,
     )
+
+
+def _in_loop(tracer: Tracer, core: Core) -> bool:
+    """Whether `core` runs inside a While body or a v1 loop frame, at any call depth."""
+    if core.node.name in tracer.loop_nodes(core.body):
+        return True
+    for frame in core.stack:
+        caller = frame.body.nodes[frame.node]
+        if caller.op in WHILE_OPS or frame.node in tracer.loop_nodes(frame.body):
+            return True
+    return False
 
 
 def _input_of(tracer: Tracer, core: Core) -> str | None:

@@ -14,7 +14,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bnaudit.errors import BnauditError
-from bnaudit.formats.ops import CALL_OPS, FUSED_OPS, IF_OPS, MERGE_OPS, SWITCH_OPS
+from bnaudit.formats.ops import (
+    CALL_OPS,
+    FUSED_OPS,
+    IF_OPS,
+    LOOP_ENTER_OPS,
+    LOOP_EXIT_OPS,
+    MERGE_OPS,
+    SWITCH_OPS,
+    WHILE_OPS,
+)
 from bnaudit.formats.tensors import FillBudget, decode_tensor
 from bnaudit.model.graph import Body, Graph, TensorRef
 
@@ -144,6 +153,7 @@ class Tracer:
         self.fills = FillBudget()
         """What every constant traced in this graph may expand to, together."""
         self._active: set[_Key] = set()
+        self._loops: dict[int, frozenset[str]] = {}
 
     def source(self, body: Body, ref: TensorRef, stack: Stack = ()) -> Source:
         """The origin of `ref`, a tensor of `body` reached through the calls in `stack`."""
@@ -180,6 +190,8 @@ class Tracer:
                     frame = stack[-1]
                     caller = frame.body.nodes[frame.node]
                     position = body.args.index(ref.node) + frame.arg_offset
+                    if caller.op in WHILE_OPS and not self.loop_invariant(caller, position):
+                        return Opaque(caller.name, caller.op)  # a new value each iteration
                     body, stack = frame.body, stack[:-1]
                     ref = body.inputs(caller)[position]
                     continue
@@ -227,6 +239,35 @@ class Tracer:
                 return ref if body.name is None and not stack else None
             ref = body.inputs(node)[0]
         return None
+
+    def loop_invariant(self, loop: Any, position: int) -> bool:
+        """Whether a While hands its loop variable `position` to every iteration unchanged:
+        its body returns that argument as it came (through Identity)."""
+        body = self.graph.functions.get(function_name(loop, "body"))
+        if body is None or position >= len(body.rets) or position >= len(body.args):
+            return False
+        ref = body.rets[position]
+        for _ in range(len(body.nodes) + 1):
+            node = body.nodes.get(ref.node)
+            if node is None or node.op not in _UNCHANGED or not node.input:
+                break
+            ref = body.inputs(node)[0]
+        return ref.node == body.args[position]
+
+    def loop_nodes(self, body: Body) -> frozenset[str]:
+        """The nodes of `body` inside a v1 loop frame (after an `Enter`, before its `Exit`):
+        they run once per iteration, so no fetch of theirs has a single value."""
+        found = self._loops.get(id(body))
+        if found is None:
+            inside = {name for name, node in body.nodes.items() if node.op in LOOP_ENTER_OPS}
+            pending = list(inside)
+            while pending:
+                for user, _, _ in body.consumers.get(pending.pop(), []):
+                    if user not in inside and body.nodes[user].op not in LOOP_EXIT_OPS:
+                        inside.add(user)
+                        pending.append(user)
+            found = self._loops[id(body)] = frozenset(inside)
+        return found
 
     def flag(self, body: Body, ref: TensorRef, stack: Stack = ()) -> Flag:
         """Describe the boolean that `ref` carries (a predicate of Switch or If)."""

@@ -83,6 +83,15 @@ def plan_run(static: StaticAudit, options: RunOptions) -> RunPlan:
             if row.op == "folded" and row.scope not in refoldable
         ]
         rows = [row for row in rows if row.op != "folded" or row.scope in refoldable]
+    # A layer inside a loop runs once per iteration: no tensor holds its one output.
+    looped = {layer.name for layer in static.layers if layer.in_loop}
+    skipped += [
+        f"{row.scope}: inside a while loop, it runs once per iteration: its activation is "
+        "not compared"
+        for row in rows
+        if row.name in looped
+    ]
+    rows = [row for row in rows if row.name not in looped]
     layer_names = list(dict.fromkeys(row.name for row in rows))
     outputs = [n for n in final_outputs(graph) if n not in layer_names]
     fed = {**inputs.arrays, **inputs.switches}
