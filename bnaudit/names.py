@@ -44,3 +44,14 @@ def normalize(name: str) -> str:
 def strip_call_suffix(name: str) -> str:
     """`bn1_1` -> `bn1`."""
     return CALL_SUFFIX.sub("", name)
+
+
+def tensor_name(name: str) -> str:
+    """A report row's name as the tensor a run fetches: `node` is `node:0`; `node:k` (a
+    call's k-th output) is itself."""
+    return name if ":" in name else f"{name}:0"
+
+
+def row_name(tensor: str) -> str:
+    """The inverse of `tensor_name`."""
+    return tensor.removesuffix(":0") if tensor.count(":") == 1 else tensor

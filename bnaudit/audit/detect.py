@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bnaudit.audit.cores import Core, find_cores, merged_pairs
+from bnaudit.audit.placement import place
 from bnaudit.audit.trace import (
     Batch,
     Choice,
@@ -33,7 +34,6 @@ from bnaudit.audit.trace import (
 from bnaudit.formats.ops import CALL_OPS, IF_OPS, VARIABLE_OPS, WHILE_OPS
 from bnaudit.formats.tensors import decode_tensor
 from bnaudit.model.graph import Body, Graph, TensorRef
-from bnaudit.names import scope_of
 from bnaudit.vocab import ROLES, STAT_ROLES, Mode, ParamKind, Role
 
 
@@ -74,6 +74,9 @@ class BnLayer:
     """Index of the output node in a topological order of the graph."""
     core_nodes: tuple[str, ...]
     """The fused op(s), or the decomposition's `Rsqrt`, that make the layer."""
+    fetchable: bool = True
+    """Whether a run can fetch the layer's output as `name` (`node`, or `node:k` for the k-th
+    output of a call returning it); not inside a loop, nor from a function that keeps it."""
     input: str | None = None
     """The top-level tensor (`node:index`) the layer normalizes; None when it is computed
     inside a function or changed on the way."""
@@ -270,11 +273,10 @@ def _layer(
     sources: dict[Role, Source | None],
 ) -> BnLayer:
     params = {role: _param(_inference_source(sources[role], role)) for role in ROLES}
-    in_loop = _in_loop(tracer, core)
+    where = place(tracer, core, output)
     return BnLayer(
-        name=output,
-        # A While node names the loop, not the layer: its body's node names say the scope.
-        scope=scope_of(core.output if in_loop else output),
+        name=where.name,
+        scope=where.scope,
         op=core.op,
         mode=mode,
         flag=flag,
@@ -282,29 +284,12 @@ def _layer(
         channels=_channels(params),
         data_format=core.data_format or _implied_format(core, params),
         params=params,
-        position=graph.order.get(output, len(graph.order)),
+        position=graph.order.get(where.name.partition(":")[0], len(graph.order)),
         core_nodes=(core.node.name,),
-        input=None if in_loop else _input_of(tracer, core),
-        in_loop=in_loop,
+        input=where.input,
+        in_loop=where.in_loop,
+        fetchable=where.fetchable,
     )
-
-
-def _in_loop(tracer: Tracer, core: Core) -> bool:
-    """Whether `core` runs inside a While body or a v1 loop frame, at any call depth."""
-    if core.node.name in tracer.loop_nodes(core.body):
-        return True
-    for frame in core.stack:
-        caller = frame.body.nodes[frame.node]
-        if caller.op in WHILE_OPS or frame.node in tracer.loop_nodes(frame.body):
-            return True
-    return False
-
-
-def _input_of(tracer: Tracer, core: Core) -> str | None:
-    if core.x is None:
-        return None
-    found = tracer.top_level(core.body, core.x, core.stack)
-    return None if found is None else f"{found.node}:{found.index}"
 
 
 def _inference_source(source: Source | None, role: Role) -> Source | None:

@@ -269,6 +269,32 @@ class Tracer:
             found = self._loops[id(body)] = frozenset(inside)
         return found
 
+    def returned(self, body: Body, ref: TensorRef, stack: Stack) -> TensorRef | None:
+        """The top-level output that carries `ref` out of the functions in `stack`: the
+        result each returns it as (directly or through Identity), as its caller's output;
+        None when a function does not return it."""
+        while stack:
+            index = next(
+                (i for i, ret in enumerate(body.rets) if self._carries(body, ret, ref)), None
+            )
+            if index is None:
+                return None
+            frame = stack[-1]
+            body, stack, ref = frame.body, stack[:-1], TensorRef(frame.node, index)
+        return ref
+
+    @staticmethod
+    def _carries(body: Body, ret: TensorRef, ref: TensorRef) -> bool:
+        """Whether the result `ret` is `ref`, seen through Identity ops."""
+        for _ in range(len(body.nodes) + 1):
+            if ret == ref:
+                return True
+            node = body.nodes.get(ret.node)
+            if node is None or node.op not in ("Identity", "IdentityN") or not node.input:
+                return False
+            ret = body.inputs(node)[ret.index if node.op == "IdentityN" else 0]
+        return False
+
     def flag(self, body: Body, ref: TensorRef, stack: Stack = ()) -> Flag:
         """Describe the boolean that `ref` carries (a predicate of Switch or If)."""
         origin = self.source(body, ref, stack)

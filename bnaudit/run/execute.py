@@ -220,17 +220,18 @@ class _KerasRunner:
             return False
         if target.startswith("output:"):
             return self.side.outputs == len(self.model.outputs)
-        if target not in self.layers:
-            return False
-        try:  # a layer called more than once has no single output
-            self.layers[target].output  # noqa: B018
-        except (AttributeError, ValueError):
+        try:  # a layer called more than once has no single output (nor input)
+            self._tensor(target)
+        except (AttributeError, ValueError, KeyError):
             return False
         return True
 
     def _tensor(self, target: str) -> Any:
+        """`output:K`, a BN layer's output by name, or `input:NAME`, what it normalizes."""
         if target.startswith("output:"):
             return self.model.outputs[int(target.split(":")[1])]
+        if target.startswith("input:"):
+            return self.layers[target.removeprefix("input:")].input
         return self.layers[target].output
 
     def fetch_chunks(self, chunks: list[list[str]]) -> Iterator[list[NDArray[Any] | None]]:

@@ -32,7 +32,7 @@ from bnaudit.formats.metagraph import metas_beside, read_meta_graph_def
 from bnaudit.formats.tensors import shape_of
 from bnaudit.model.graph import Body, Graph, TensorRef, index_graph
 from bnaudit.model.validate import check_graph, check_graph_def
-from bnaudit.names import normalize
+from bnaudit.names import normalize, tensor_name
 from bnaudit.report.results import LayerComparison
 from bnaudit.run.bounds import check_runnable
 from bnaudit.run.safety import UnsafeOp, check_safe, scan
@@ -177,7 +177,7 @@ def unusable(
             "which bnaudit does not run without --allow-unsafe-ops"
         )
     fetched = fetch_map(meta, rows, ())
-    lacking = [row.scope for row in rows if f"{row.name}:0" not in fetched]
+    lacking = [row.scope for row in rows if tensor_name(row.name) not in fetched]
     if lacking:
         more = f" and {len(lacking) - 1} more" if len(lacking) > 1 else ""
         return f"its graph has no {lacking[0]}{more} (the training graph of another model)"
@@ -242,9 +242,9 @@ def fetch_map(
         scopes = [row.scope] + ([row.checkpoint_scope] if row.checkpoint_scope else [])
         found = next((by_scope[normalize(s)] for s in scopes if normalize(s) in by_scope), None)
         if found is not None:
-            fetches[f"{row.name}:0"] = f"{found.name}:0"
+            fetches[tensor_name(row.name)] = tensor_name(found.name)
         elif row.name in nodes:
-            fetches[f"{row.name}:0"] = f"{row.name}:0"
+            fetches[tensor_name(row.name)] = tensor_name(row.name)
     for name in outputs:
         if name in nodes:
             fetches[f"{name}:0"] = f"{name}:0"

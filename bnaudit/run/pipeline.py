@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bnaudit.audit.compare import StaticAudit
+from bnaudit.names import row_name
 from bnaudit.report.results import CompareReport
 from bnaudit.run.contribution import Contributions, Measured
 from bnaudit.run.execute import Reduced, import_tensorflow, run_pair
@@ -35,8 +36,8 @@ def run_compare(
 def interpret_run(static: StaticAudit, plan: RunPlan, reduced: Reduced[Measured]) -> CompareReport:
     """The static report with what the run measured, by node name."""
     values = reduced.values
-    diffs = {name[:-2]: measured.activation for name, measured in values.items()}
-    own = {name[:-2]: m.own for name, m in values.items() if m.own is not None}
+    diffs = {row_name(name): measured.activation for name, measured in values.items()}
+    own = {row_name(name): m.own for name, m in values.items() if m.own is not None}
     return interpret(static.report, plan, diffs, own)
 
 

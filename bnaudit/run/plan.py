@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from bnaudit.audit.compare import StaticAudit
 from bnaudit.model.graph import Graph
+from bnaudit.names import tensor_name
 from bnaudit.report.results import LayerComparison
 from bnaudit.run.bounds import check_runnable
 from bnaudit.run.contribution import LayerMath, layer_math
@@ -71,44 +72,27 @@ def plan_run(static: StaticAudit, options: RunOptions) -> RunPlan:
     if not options.allow_unsafe_ops:
         check_runnable(graph, str(graph.path))
     inputs = make_inputs(placeholders(graph.graph_def), training_flags(static), options.inputs)
-    rows = list(static.report.layers)
-    skipped: list[str] = []
-    if choice.kind == "patched":
-        # A fold the checkpoint cannot redo would run as frozen in both: nothing to learn.
-        refoldable = {fold.scope for fold in static.folded}
-        skipped = [
-            f"{row.scope}: folded, and the checkpoint lacks the kernel or statistics to fold it "
-            "again: its activation is not compared"
-            for row in rows
-            if row.op == "folded" and row.scope not in refoldable
-        ]
-        rows = [row for row in rows if row.op != "folded" or row.scope in refoldable]
-    # A layer inside a loop runs once per iteration: no tensor holds its one output.
-    looped = {layer.name for layer in static.layers if layer.in_loop}
-    skipped += [
-        f"{row.scope}: inside a while loop, it runs once per iteration: its activation is "
-        "not compared"
-        for row in rows
-        if row.name in looped
-    ]
-    rows = [row for row in rows if row.name not in looped]
+    rows, skipped = _compared_rows(static, choice)
     layer_names = list(dict.fromkeys(row.name for row in rows))
     outputs = [n for n in final_outputs(graph) if n not in layer_names]
     fed = {**inputs.arrays, **inputs.switches}
-    # A `.keras` reference exposes its layers' outputs only: no input to measure a layer on.
-    measured = [] if choice.kind == "keras" else layer_names
-    maths, layer_inputs = _own_measures(static, measured, fed)
+    maths, layer_inputs = _own_measures(static, layer_names, fed)
     reference, described = build_reference(
-        choice, static, inputs, rows, outputs, options, list(layer_inputs.values())
+        choice, static, inputs, rows, outputs, options, layer_inputs
     )
-    tensors = [t for name in layer_names for t in (layer_inputs.get(f"{name}:0"), f"{name}:0") if t]
+    tensors = [
+        t
+        for name in layer_names
+        for t in (layer_inputs.get(tensor_name(name)), tensor_name(name))
+        if t
+    ]
     frozen = Side(graph.graph_def, {**inputs.arrays, **inputs.switches}, "frozen graph")
     return RunPlan(
         choice=choice,
         inputs=inputs,
         rows=tuple(rows),
         outputs=tuple(outputs),
-        tensors=tuple(dict.fromkeys([*tensors, *(f"{name}:0" for name in outputs)])),
+        tensors=tuple(dict.fromkeys([*tensors, *(tensor_name(name) for name in outputs)])),
         layer_inputs=layer_inputs,
         maths=maths,
         flags={
@@ -122,6 +106,37 @@ def plan_run(static: StaticAudit, options: RunOptions) -> RunPlan:
     )
 
 
+def _compared_rows(static: StaticAudit, choice: Choice) -> tuple[list[LayerComparison], list[str]]:
+    """The report rows a run compares, and a note for each one it cannot."""
+    rows = list(static.report.layers)
+    skipped: list[str] = []
+    if choice.kind == "patched":
+        # A fold the checkpoint cannot redo would run as frozen in both: nothing to learn.
+        refoldable = {fold.scope for fold in static.folded}
+        skipped = [
+            f"{row.scope}: folded, and the checkpoint lacks the kernel or statistics to fold it "
+            "again: its activation is not compared"
+            for row in rows
+            if row.op == "folded" and row.scope not in refoldable
+        ]
+        rows = [row for row in rows if row.op != "folded" or row.scope in refoldable]
+    # A layer inside a loop runs once per iteration, and one in a function that does not
+    # return its output has none at the top level: no tensor holds its one output.
+    hidden = {layer.name: layer.in_loop for layer in static.layers if not layer.fetchable}
+    skipped += [
+        f"{row.scope}: "
+        + (
+            "inside a while loop, it runs once per iteration"
+            if hidden[row.name]
+            else "inside a function that does not return its output"
+        )
+        + ": its activation is not compared"
+        for row in rows
+        if row.name in hidden
+    ]
+    return [row for row in rows if row.name not in hidden], skipped
+
+
 def _own_measures(
     static: StaticAudit, names: list[str], fed: dict[str, NDArray[Any]]
 ) -> tuple[dict[str, LayerMath], dict[str, str]]:
@@ -133,8 +148,8 @@ def _own_measures(
         layer = layers.get(name)
         math = None if layer is None or layer.input is None else layer_math(layer, fed)
         if layer is not None and layer.input is not None and math is not None:
-            maths[f"{name}:0"] = math
-            inputs[f"{name}:0"] = layer.input
+            maths[tensor_name(name)] = math
+            inputs[tensor_name(name)] = layer.input
     return maths, inputs
 
 

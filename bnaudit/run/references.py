@@ -12,7 +12,7 @@ what it is.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from bnaudit.audit.compare import StaticAudit
 from bnaudit.errors import BnauditError
 from bnaudit.formats.tensors import shape_of
-from bnaudit.names import normalize, strip_call_suffix
+from bnaudit.names import normalize, strip_call_suffix, tensor_name
 from bnaudit.report.results import LayerComparison
 from bnaudit.run.inputs import Inputs, placeholders
 from bnaudit.run.meta import MetaGraph, check_meta_safe, fetch_map, find_meta
@@ -99,14 +99,18 @@ def build_reference(
     rows: Sequence[LayerComparison],
     outputs: Sequence[str],
     options: RunOptions,
-    layer_inputs: Sequence[str] = (),
+    layer_inputs: Mapping[str, str] | None = None,
 ) -> tuple[Reference, list[str]]:
-    """The reference `choice` names, built for these inputs and fetches (the layers' inputs
-    too, where it has them), with its notes."""
+    """The reference `choice` names, built for these inputs and fetches (and the tensors the
+    layers normalize, `layer_inputs`: row tensor -> input tensor, where it has them), with
+    its notes."""
+    layer_inputs = layer_inputs or {}
     if choice.meta is not None:
-        return _meta_side(static, choice.meta, inputs, rows, outputs, options, layer_inputs)
+        return _meta_side(
+            static, choice.meta, inputs, rows, outputs, options, list(layer_inputs.values())
+        )
     if choice.kind == "keras":
-        return _keras_side(static, inputs, rows, outputs)
+        return _keras_side(static, inputs, rows, outputs, layer_inputs)
     return _patched_side(static, inputs)
 
 
@@ -179,15 +183,19 @@ def _keras_side(
     inputs: Inputs,
     rows: Sequence[LayerComparison],
     outputs: Sequence[str],
+    layer_inputs: Mapping[str, str],
 ) -> tuple[KerasSide, list[str]]:
     """The `.keras` model in inference, each BN layer paired by its checkpoint scope."""
     # A Keras layer applied twice has no single output to expose: such rows are left out.
     applied = Counter(row.checkpoint_scope for row in rows if row.checkpoint_scope)
     fetches = {
-        f"{row.name}:0": row.checkpoint_scope or strip_call_suffix(normalize(row.scope))
+        tensor_name(row.name): row.checkpoint_scope or strip_call_suffix(normalize(row.scope))
         for row in rows
         if (row.checkpoint_scope or row.scope) and applied[row.checkpoint_scope or ""] <= 1
     }
+    for tensor, layer in list(fetches.items()):
+        if tensor in layer_inputs:  # what the layer normalizes: its input in the model
+            fetches.setdefault(layer_inputs[tensor], f"input:{layer}")
     fetches.update({f"{name}:0": f"output:{i}" for i, name in enumerate(outputs)})
     side = KerasSide(
         path=static.checkpoint_path,

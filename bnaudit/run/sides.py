@@ -51,8 +51,9 @@ class KerasSide:
     """The frozen graph's data placeholders, matched to the model's inputs by name."""
     feeds: dict[str, NDArray[Any]]
     fetches: dict[str, str]
-    """Frozen graph tensor -> a Keras layer name, or `output:K` for the model's K-th output;
-    a layer the model lacks (or is no BatchNormalization) is not fetched."""
+    """Frozen graph tensor -> a Keras BN layer's name (its output), `input:NAME` (what that
+    layer normalizes), or `output:K` for the model's K-th output; a layer the model lacks (or
+    is no BatchNormalization) is not fetched."""
     outputs: int
     """How many final outputs the frozen graph has: paired by order only when equal."""
     label: str

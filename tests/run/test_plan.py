@@ -101,12 +101,17 @@ def test_plan_refuses_a_reference_the_checkpoint_cannot_give() -> None:
 def test_keras_outputs_are_compared_too() -> None:
     plan = plan_run(_static("keras3_bn", "model.keras"), RunOptions())
     assert plan.outputs == ("Identity",)
-    assert plan.layer_inputs == {}  # a .keras reference has no layer input to give
     assert plan.tensors == (
+        "functional_1/conv1_1/BiasAdd:0",
         "functional_1/bn1_1/batchnorm/add_1:0",
+        "functional_1/conv2_1/BiasAdd:0",
         "functional_1/bn2_1/batchnorm/add_1:0",
         "Identity:0",
     )
+    # the .keras model gives each BN layer's input by the layer's name
+    assert isinstance(plan.reference, KerasSide)
+    assert plan.reference.fetches["functional_1/conv1_1/BiasAdd:0"] == "input:bn1"
+    assert plan.reference.fetches["functional_1/bn2_1/batchnorm/add_1:0"] == "bn2"
 
 
 def test_folds_are_compared_when_the_checkpoint_refolds_them() -> None:
