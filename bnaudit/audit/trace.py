@@ -37,6 +37,8 @@ PASS_THROUGH = frozenset(
 )  # fmt: skip
 # Ops whose output is their first input, value and shape (a Switch: on its live side).
 _UNCHANGED = frozenset({"Identity", "RefIdentity", "Snapshot", "Switch", "RefSwitch"})
+# Ops whose correction term a training flag can turn off (batch renormalization).
+_CORRECTED = frozenset({"Mul", "Add", "AddV2"})
 # Ops through which a frozen variable is read.
 READ_OPS = frozenset({"Identity", "RefIdentity", "ReadVariableOp", "Cast", "Snapshot"})
 # Ops whose output is a statistic of the batch being normalized.
@@ -219,6 +221,8 @@ class Tracer:
                     return MissingFunction(node.name, function_name(node, "f"))
                 stack = (*stack, Frame(body, node.name, 0))
                 body, ref = callee, callee.rets[ref.index]
+            elif op in _CORRECTED and len(body.inputs(node)) == 2:
+                return self._corrected(body, node, stack)
             else:
                 return Opaque(node.name, op)
 
@@ -340,9 +344,32 @@ class Tracer:
                 return body.inputs(node)[1], ref.index == 1
             inputs = body.inputs(node)
             if not inputs:
-                return None
+                # A constant of one branch (`ones_like` folded) hangs on the branch's pivot
+                # (`switch_t`/`switch_f`, an Identity of the Switch) by a control edge.
+                pivots = [body.parse_ref(i[1:]) for i in node.input if i.startswith("^")]
+                if len(pivots) != 1:
+                    return None
+                inputs = pivots
             ref = inputs[0]
         return None
+
+    def _corrected(self, body: Body, node: Any, stack: Stack) -> Source:
+        """`x * r` or `x + d` whose correction a flag turns off in inference.
+
+        Batch renormalization (`renorm=True`) scales gamma by `r` and adds `d * gamma` to
+        beta; in inference a cond makes `r` ones and `d` zeros. So in inference the product
+        or sum is `x` itself (and `d * gamma` is zeros): a Choice whose inference side is `x`.
+        """
+        operands = [self.source(body, ref, stack) for ref in body.inputs(node)]
+        for this, other in (operands, operands[::-1]):
+            if not isinstance(this, Choice):
+                continue
+            off = resolve(this, False)
+            if _filled(off, 1.0 if node.op == "Mul" else 0.0):
+                return Choice(this.flag, Opaque(node.name, node.op), other)
+            if node.op == "Mul" and _filled(off, 0.0):
+                return Choice(this.flag, Opaque(node.name, node.op), off)
+        return Opaque(node.name, node.op)
 
     def _merge(self, body: Body, node: Any, stack: Stack) -> Source:
         branches: dict[bool, Source] = {}
@@ -368,6 +395,17 @@ class Tracer:
             branches.append(self.source(callee, callee.rets[index], (*stack, frame)))
         flag = self.flag(body, body.inputs(node)[0], stack)
         return _choose(flag, branches[0], branches[1])
+
+
+def _filled(source: Source, value: float) -> bool:
+    """Whether `source` is a constant an op made (not a frozen variable) holding only `value`."""
+    return (
+        isinstance(source, Const)
+        and not source.read
+        and source.value is not None
+        and source.value.size > 0
+        and bool(np.all(source.value == value))
+    )
 
 
 def _choose(flag: Flag, if_true: Source, if_false: Source) -> Source:
