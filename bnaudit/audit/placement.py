@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bnaudit.audit.cores import Core
-from bnaudit.audit.trace import Tracer
+from bnaudit.audit.trace import MAX_NESTING, UNCHANGED, Stack, Tracer
 from bnaudit.formats.ops import IF_OPS, WHILE_OPS
-from bnaudit.model.graph import TensorRef
+from bnaudit.model.graph import Body, TensorRef
 from bnaudit.names import scope_of
 
 
@@ -49,7 +49,7 @@ def place(tracer: Tracer, core: Core, caller: str) -> Placement:
 
 def _returned(tracer: Tracer, core: Core) -> str | None:
     """The layer's output at the top level, `node` or `node:k` (a call's k-th output)."""
-    found = tracer.returned(core.body, TensorRef(core.output, 0), core.stack)
+    found = returned(core.body, TensorRef(core.output, 0), core.stack)
     if found is None:
         return None
     return found.node if found.index == 0 else f"{found.node}:{found.index}"
@@ -69,5 +69,49 @@ def _in_loop(tracer: Tracer, core: Core) -> bool:
 def _input_of(tracer: Tracer, core: Core) -> str | None:
     if core.x is None:
         return None
-    found = tracer.top_level(core.body, core.x, core.stack)
+    found = top_level(core.body, core.x, core.stack)
     return None if found is None else f"{found.node}:{found.index}"
+
+
+def top_level(body: Body, ref: TensorRef, stack: Stack = ()) -> TensorRef | None:
+    """The top-level tensor `ref` carries unchanged (out of function arguments, through
+    Identity and the live side of a Switch); None when an op changes it on the way."""
+    for _ in range(MAX_NESTING + len(body.nodes)):
+        if ref.node not in body.nodes:
+            if ref.node not in body.args or not stack:
+                return None
+            frame = stack[-1]
+            position = body.args.index(ref.node) + frame.arg_offset
+            body, stack = frame.body, stack[:-1]
+            ref = body.inputs(body.nodes[frame.node])[position]
+            continue
+        node = body.nodes[ref.node]
+        if node.op not in UNCHANGED or not node.input:
+            return ref if body.name is None and not stack else None
+        ref = body.inputs(node)[0]
+    return None
+
+
+def returned(body: Body, ref: TensorRef, stack: Stack) -> TensorRef | None:
+    """The top-level output that carries `ref` out of the functions in `stack`: the
+    result each returns it as (directly or through Identity), as its caller's output;
+    None when a function does not return it."""
+    while stack:
+        index = next((i for i, ret in enumerate(body.rets) if _carries(body, ret, ref)), None)
+        if index is None:
+            return None
+        frame = stack[-1]
+        body, stack, ref = frame.body, stack[:-1], TensorRef(frame.node, index)
+    return ref
+
+
+def _carries(body: Body, ret: TensorRef, ref: TensorRef) -> bool:
+    """Whether the result `ret` is `ref`, seen through Identity ops."""
+    for _ in range(len(body.nodes) + 1):
+        if ret == ref:
+            return True
+        node = body.nodes.get(ret.node)
+        if node is None or node.op not in ("Identity", "IdentityN") or not node.input:
+            return False
+        ret = body.inputs(node)[ret.index if node.op == "IdentityN" else 0]
+    return False

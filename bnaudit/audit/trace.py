@@ -36,7 +36,7 @@ PASS_THROUGH = frozenset(
     }
 )  # fmt: skip
 # Ops whose output is their first input, value and shape (a Switch: on its live side).
-_UNCHANGED = frozenset({"Identity", "RefIdentity", "Snapshot", "Switch", "RefSwitch"})
+UNCHANGED = frozenset({"Identity", "RefIdentity", "Snapshot", "Switch", "RefSwitch"})
 # Ops whose correction term a training flag can turn off (batch renormalization).
 _CORRECTED = frozenset({"Mul", "Add", "AddV2"})
 # Ops through which a frozen variable is read.
@@ -226,24 +226,6 @@ class Tracer:
             else:
                 return Opaque(node.name, op)
 
-    def top_level(self, body: Body, ref: TensorRef, stack: Stack = ()) -> TensorRef | None:
-        """The top-level tensor `ref` carries unchanged (out of function arguments, through
-        Identity and the live side of a Switch); None when an op changes it on the way."""
-        for _ in range(MAX_NESTING + len(body.nodes)):
-            if ref.node not in body.nodes:
-                if ref.node not in body.args or not stack:
-                    return None
-                frame = stack[-1]
-                position = body.args.index(ref.node) + frame.arg_offset
-                body, stack = frame.body, stack[:-1]
-                ref = body.inputs(body.nodes[frame.node])[position]
-                continue
-            node = body.nodes[ref.node]
-            if node.op not in _UNCHANGED or not node.input:
-                return ref if body.name is None and not stack else None
-            ref = body.inputs(node)[0]
-        return None
-
     def loop_invariant(self, loop: Any, position: int) -> bool:
         """Whether a While hands its loop variable `position` to every iteration unchanged:
         its body returns that argument as it came (through Identity)."""
@@ -253,7 +235,7 @@ class Tracer:
         ref = body.rets[position]
         for _ in range(len(body.nodes) + 1):
             node = body.nodes.get(ref.node)
-            if node is None or node.op not in _UNCHANGED or not node.input:
+            if node is None or node.op not in UNCHANGED or not node.input:
                 break
             ref = body.inputs(node)[0]
         return ref.node == body.args[position]
@@ -272,32 +254,6 @@ class Tracer:
                         pending.append(user)
             found = self._loops[id(body)] = frozenset(inside)
         return found
-
-    def returned(self, body: Body, ref: TensorRef, stack: Stack) -> TensorRef | None:
-        """The top-level output that carries `ref` out of the functions in `stack`: the
-        result each returns it as (directly or through Identity), as its caller's output;
-        None when a function does not return it."""
-        while stack:
-            index = next(
-                (i for i, ret in enumerate(body.rets) if self._carries(body, ret, ref)), None
-            )
-            if index is None:
-                return None
-            frame = stack[-1]
-            body, stack, ref = frame.body, stack[:-1], TensorRef(frame.node, index)
-        return ref
-
-    @staticmethod
-    def _carries(body: Body, ret: TensorRef, ref: TensorRef) -> bool:
-        """Whether the result `ret` is `ref`, seen through Identity ops."""
-        for _ in range(len(body.nodes) + 1):
-            if ret == ref:
-                return True
-            node = body.nodes.get(ret.node)
-            if node is None or node.op not in ("Identity", "IdentityN") or not node.input:
-                return False
-            ret = body.inputs(node)[ret.index if node.op == "IdentityN" else 0]
-        return False
 
     def flag(self, body: Body, ref: TensorRef, stack: Stack = ()) -> Flag:
         """Describe the boolean that `ref` carries (a predicate of Switch or If)."""
