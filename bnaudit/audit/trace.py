@@ -309,23 +309,47 @@ class Tracer:
             ref = inputs[0]
         return None
 
-    def _corrected(self, body: Body, node: Any, stack: Stack) -> Source:
+    def _corrected(self, body: Body, node: Any, stack: Stack, nested: bool = False) -> Source:
         """`x * r` or `x + d` whose correction a flag turns off in inference.
 
         Batch renormalization (`renorm=True`) scales gamma by `r` and adds `d * gamma` to
         beta; in inference a cond makes `r` ones and `d` zeros. So in inference the product
         or sum is `x` itself (and `d * gamma` is zeros): a Choice whose inference side is `x`.
+        Only an operand a flag chooses right there is looked at, so arithmetic elsewhere is
+        never traced (a tree of calls adding their results would take exponential time).
         """
-        operands = [self.source(body, ref, stack) for ref in body.inputs(node)]
-        for this, other in (operands, operands[::-1]):
-            if not isinstance(this, Choice):
+        refs = body.inputs(node)
+        for this_ref, other_ref in ((refs[0], refs[1]), (refs[1], refs[0])):
+            this = self._chosen(body, this_ref, stack, nested)
+            if this is None:
                 continue
             off = resolve(this, False)
             if _filled(off, 1.0 if node.op == "Mul" else 0.0):
-                return Choice(this.flag, Opaque(node.name, node.op), other)
+                return Choice(
+                    this.flag, Opaque(node.name, node.op), self.source(body, other_ref, stack)
+                )
             if node.op == "Mul" and _filled(off, 0.0):
                 return Choice(this.flag, Opaque(node.name, node.op), off)
         return Opaque(node.name, node.op)
+
+    def _chosen(self, body: Body, ref: TensorRef, stack: Stack, nested: bool) -> Choice | None:
+        """The flag's choice `ref` carries when a cond's Merge or an If gives it (through
+        pass-through ops of this body, or one correction product `d * gamma`), else None."""
+        for _ in range(len(body.nodes) + 1):
+            node = body.nodes.get(ref.node)
+            if node is None:
+                return None
+            if node.op in PASS_THROUGH and node.op not in SWITCH_OPS and node.input:
+                ref = body.inputs(node)[0]
+                continue
+            if node.op in MERGE_OPS or node.op in IF_OPS:
+                found = self.source(body, ref, stack)
+            elif node.op == "Mul" and not nested and len(body.inputs(node)) == 2:
+                found = self._corrected(body, node, stack, nested=True)
+            else:
+                return None
+            return found if isinstance(found, Choice) else None
+        return None
 
     def _merge(self, body: Body, node: Any, stack: Stack) -> Source:
         branches: dict[bool, Source] = {}
