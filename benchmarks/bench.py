@@ -163,9 +163,15 @@ def prepare_run_baseline(workdir: Path, graph: Path, prefix: Path, batch: int) -
 
 
 def check_run(run: Contender, baseline: Contender, fetches: Path) -> int:
-    """Warm both up; check compare compared what tf-run fetches; the bytes tf-run holds."""
+    """Warm both up; check compare compared what tf-run fetches; the bytes tf-run holds.
+
+    compare fetches each layer's output and, for the layers whose own difference it
+    measures, its input (in ResNet-50 a convolution's output, never another layer's)."""
     _, report = run_json(run)
-    compared = sum("activation" in layer for layer in report["layers"]) + len(report["outputs"])
+    layers = report["layers"]
+    compared = sum(layer.get("activation") is not None for layer in layers)
+    compared += sum(layer.get("own_activation") is not None for layer in layers)
+    compared += len(report["outputs"])
     expected = len(json.loads(fetches.read_text(encoding="utf-8")))
     print(f"compare compared {compared} tensors; tf-run fetches {expected}", file=sys.stderr)
     if compared != expected:
