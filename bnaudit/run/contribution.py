@@ -74,8 +74,10 @@ def layer_math(layer: BnLayer, fed: dict[str, NDArray[Any]]) -> LayerMath | None
     )
 
 
-def apply(math: LayerMath, x: NDArray[Any]) -> NDArray[Any] | None:
-    """The frozen layer's output for `x`, in float64; None when the shapes do not agree."""
+def apply(math: LayerMath, x: NDArray[Any]) -> tuple[NDArray[Any], float] | None:
+    """The frozen layer's output for `x`, in float64, and the largest magnitude its sum
+    `normalized * gamma + beta` adds up (what rounding scales with); None when the shapes
+    do not agree."""
     values = np.asarray(x, np.float64)
     if values.ndim < 2:
         return None
@@ -99,9 +101,9 @@ def apply(math: LayerMath, x: NDArray[Any]) -> NDArray[Any] | None:
     if mean is None or variance is None or gamma is None or beta is None:
         return None
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        normalized: NDArray[Any] = (values - mean) / np.sqrt(variance + math.epsilon)
-        result: NDArray[Any] = normalized * gamma + beta
-        return result
+        scaled: NDArray[Any] = (values - mean) / np.sqrt(variance + math.epsilon) * gamma
+        magnitude = float(np.max(np.abs(scaled), initial=0.0) + np.max(np.abs(beta)))
+        return scaled + beta, magnitude
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,22 @@ class Contributions:
             self.kept.pop(source, None)
         if x is None or name not in self.maths:
             return measured
-        own = apply(self.maths[name], x)
-        if own is None or own.shape != theirs.shape:
+        found = apply(self.maths[name], x)
+        if found is None or found[0].shape != theirs.shape:
             return measured
-        return Measured(measured.activation, activation_diff(own, theirs, self.atol, self.rtol))
+        own, magnitude = found
+        atol = max(self.atol, rounding(theirs, magnitude))
+        return Measured(measured.activation, activation_diff(own, theirs, atol, self.rtol))
+
+
+ROUNDING_ULPS = 32
+"""How many units in the last place of the reference's float type its own arithmetic may
+be off by, at the largest magnitude it adds up: numpy computes the layer in float64, and
+TensorFlow in another order and precision."""
+
+
+def rounding(theirs: NDArray[Any], magnitude: float) -> float:
+    """The difference TensorFlow's rounding alone can make in this layer's output."""
+    if not np.issubdtype(theirs.dtype, np.floating) or not np.isfinite(magnitude):
+        return 0.0
+    return ROUNDING_ULPS * float(np.finfo(theirs.dtype).eps) * magnitude

@@ -128,8 +128,10 @@ def test_opposite_tensors_have_cosine_minus_one() -> None:
         ((0.5,), (0.25,), 0.25, 0.5, False),
         ((0.5,), (0.25,), 0.2, 1.0, False),
         ((0.5,), (0.25,), 0.2, 0.5, True),
-        # the two maxima are the tensor's, wherever each is reached
-        ((1000.1, 1e-7), (1000.0, 0.0), 1e-5, 1e-3, True),
+        # one element must exceed both: a large value off within rtol and a near-zero one
+        # off within atol are no divergence, though the tensor's two maxima exceed both
+        ((1000.1, 1e-7), (1000.0, 0.0), 1e-5, 1e-3, False),
+        ((1000.1, 1e-7, 0.5), (1000.0, 0.0, 0.25), 1e-5, 1e-3, True),
     ],
 )
 def test_divergence_needs_both_atol_and_rtol_exceeded(
