@@ -101,6 +101,10 @@ def pair_layers(
     group_names = {id(g): {normalize(n) for n in g.names} for g in groups}
     for first_choice in (True, False):
         take("scope", partial(_same_scope, group_names=group_names, first_choice=first_choice))
+    # Keras names a layer once per model, but a checkpoint's variable names may carry the
+    # name scopes it was built under (`reduction_A_block_stem_1/.../bn`): the last part.
+    leaves = {id(g): {_leaf(n) for n in group_names[id(g)]} - {""} for g in groups}
+    take("scope", lambda layer, g: bool(_layer_leaves(layer) & leaves[id(g)]))
     free_groups = [g for g in free_groups if g.has_stats]  # the rest is not BN (see above)
     if free_layers and len(free_layers) == len(free_groups):
         ordered = sorted(free_groups, key=lambda g: g.order)
@@ -142,6 +146,16 @@ def _scope_keys(layer: BnLayer, first_choice: bool) -> set[str]:
     )
     stripped = {strip_call_suffix(name) for name in names}
     return (stripped if traced else names) if first_choice else (names if traced else stripped)
+
+
+def _leaf(name: str) -> str:
+    """A name's last part, unless it is a number (an object graph's list index)."""
+    leaf = name.rpartition("/")[2]
+    return "" if leaf.isdigit() else leaf
+
+
+def _layer_leaves(layer: BnLayer) -> set[str]:
+    return {_leaf(n) for first in (True, False) for n in _scope_keys(layer, first)} - {""}
 
 
 def _const_sources(layer: BnLayer) -> frozenset[tuple[str, str]]:

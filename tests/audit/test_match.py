@@ -138,3 +138,28 @@ def test_groups_without_statistics_do_not_count_for_order_pairing() -> None:
         "a": ("x", "order"),
         "b": ("y", "order"),
     }
+
+
+def test_a_layer_name_under_the_checkpoints_name_scopes_pairs_by_its_last_part() -> None:
+    """Keras 3 NASNet: the checkpoint's variables carry the name scopes the layer was built
+    under; the layer's own name is unique in the model and pairs."""
+    layers = [_layer("nasnet_1/reduction_bn_1_stem_1_1", 8), _layer("nasnet_1/stem_bn1_1", 8)]
+    groups = [
+        _group("reduction_A_block_stem_1/reduction_bn_1_stem_1", 8, 1),
+        _group("stem_bn1", 8, 0),
+    ]
+    assert _methods(pair_layers(layers, groups, [], lambda g: None)) == {
+        "nasnet_1/reduction_bn_1_stem_1_1": (
+            "reduction_A_block_stem_1/reduction_bn_1_stem_1",
+            "scope",
+        ),
+        "nasnet_1/stem_bn1_1": ("stem_bn1", "scope"),
+    }
+
+
+def test_a_last_part_many_groups_share_pairs_nothing() -> None:
+    """slim names every BN `BatchNorm`: the last part tells nothing there."""
+    layers = [_layer("net/net/a/BatchNorm", 4), _layer("net/net/b/BatchNorm", 8)]
+    groups = [_group("other/x/BatchNorm", 4, 0), _group("other/y/BatchNorm", 4, 1)]
+    pairs = pair_layers(layers, groups, [], lambda g: None)
+    assert all(p.method != "scope" for p in pairs)
