@@ -24,6 +24,7 @@ from bnaudit.audit.match import Group, GroupValues, checkpoint_groups, pair_laye
 from bnaudit.audit.options import CompareOptions, Tolerances
 from bnaudit.checkpoint.resolve import open_checkpoint
 from bnaudit.errors import BnauditError
+from bnaudit.files import shown
 from bnaudit.findings import Finding, at_layer, finding
 from bnaudit.model import load_model
 from bnaudit.model.graph import Graph
@@ -92,22 +93,28 @@ def audit(checkpoint: Path, model: Path, options: CompareOptions | None = None) 
     if not rows:
         findings.append(_NO_BN)
     read_files = (model, *judged.files)
+    notes = judged.notes
     if any(f.code in _STALE for _, row in rows for f in row.findings):
-        found, tried = frozen_from(
+        looked = frozen_from(
             judged.resolved,
             options.search,
             lambda candidate: _clean(candidate, graph, scan, options),
         )
-        read_files += tuple(tried)
-        if found:
-            findings.insert(0, _wrong_checkpoint(judged.resolved, found))
+        read_files += looked.tried
+        if looked.found:
+            findings.insert(0, _wrong_checkpoint(judged.resolved, list(looked.found)))
+        notes += tuple(
+            f"{shown(path)} could not be read while looking for the checkpoint the graph "
+            f"was frozen from ({why.rstrip('.')}); it may be that one"
+            for path, why in looked.unreadable[:3]
+        )
     resolved = str(judged.resolved)
     report = CompareReport(
         checkpoint=str(checkpoint) if str(checkpoint) == resolved else f"{checkpoint} ({resolved})",
         graph=str(model),
         layers=tuple(row for _, row in rows),
         findings=tuple(findings),
-        notes=judged.notes,
+        notes=notes,
         fail_on=options.fail_on,
     )
     return StaticAudit(

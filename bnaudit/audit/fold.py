@@ -205,7 +205,10 @@ def folded_rows(
         candidate = candidates[rivals[0].name]
         names = ", ".join(r.linear for r in rivals[:3]) + (" ..." if len(rivals) > 3 else "")
         message = (
-            f"BN seems folded into a convolution, but {len(rivals)} fit it ({names}) and "
+            f"BN may be folded into {names}, but neither names, model order nor values "
+            "confirm it: the fold is not verified"
+            if len(rivals) == 1
+            else f"BN seems folded into a convolution, but {len(rivals)} fit it ({names}) and "
             "neither names, model order nor values tell which: the fold is not verified"
         )
         rows.append(

@@ -52,5 +52,6 @@ def test_frozen_from_names_the_matching_candidates_and_skips_damaged_ones(tmp_pa
             raise ValueError("damaged beyond what the readers check")
         return candidate == match
 
-    found, tried = frozen_from(given, None, matches)
-    assert found == [match] and set(tried) == {damaged, match}
+    looked = frozen_from(given, None, matches)
+    assert looked.found == (match,) and set(looked.tried) == {damaged, match}
+    assert looked.unreadable == ((damaged, "ValueError"),)  # said in a note: it may be the one
