@@ -22,6 +22,7 @@ from bnaudit.audit.frozenfrom import frozen_from
 from bnaudit.audit.health import layer_findings
 from bnaudit.audit.match import Group, GroupValues, checkpoint_groups, pair_layers
 from bnaudit.audit.options import CompareOptions, Tolerances
+from bnaudit.audit.valuegroups import value_groups
 from bnaudit.checkpoint.resolve import open_checkpoint
 from bnaudit.errors import BnauditError
 from bnaudit.files import shown
@@ -141,6 +142,13 @@ def _judge(
         pairs = pair_layers(
             scan.layers, groups, list(options.maps), lambda g: values.of(g, "moving_mean")
         )
+        # A layer no named group pairs may have its variables under names no BN uses.
+        unpaired = [p.layer for p in pairs if p.layer is not None and p.group is None]
+        if unpaired and (found := value_groups(unpaired, ckpt, groups)):
+            groups += found
+            pairs = pair_layers(
+                scan.layers, groups, list(options.maps), lambda g: values.of(g, "moving_mean")
+            )
         shadow_of = shadows(ckpt)
         rows = []
         paired = []
@@ -210,8 +218,9 @@ def _refuse_empty(
     with_stats = [g for g in groups if g.has_stats]
     if layers and not groups:
         raise BnauditError(
-            f"{checkpoint} holds no BN variables (gamma/beta/moving_mean/moving_variance or a "
-            "Keras BatchNormalization layer): pass the checkpoint the graph was trained from"
+            f"{checkpoint} holds no BN variables: none is named like one (gamma, beta, "
+            "moving_mean, moving_variance, a Keras BatchNormalization layer) nor equals the "
+            "graph's BN constants: pass the checkpoint the graph was frozen from"
         )
     if not layers and with_stats and not explained:
         raise BnauditError(

@@ -1,0 +1,84 @@
+"""Checkpoint groups found by value, for BN whose variables no name marks as BN.
+
+A hand-written BN may name its variables anything (`g`, `b`, `mu`, `s2`), and its frozen
+constants are named after the ops that read them. When every parameter of a graph layer
+equals exactly one checkpoint variable that no BN group holds, and those variables sit under
+one parent (`net/n1/g`, `net/n1/mu`, ...), they are that layer's group. A checkpoint of
+another step has other values, so it pairs nothing this way: it is the right checkpoint's
+group, or none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bnaudit.audit.detect import BnLayer
+from bnaudit.audit.match import Group
+from bnaudit.checkpoint.base import Checkpoint
+from bnaudit.checkpoint.groups import is_bookkeeping
+from bnaudit.names import normalize
+from bnaudit.vocab import ROLES, Role
+
+MAX_CANDIDATES = 4096
+"""Unclaimed one-dimensional variables read at most: biases and the like, all small."""
+
+
+def value_groups(layers: list[BnLayer], ckpt: Checkpoint, groups: list[Group]) -> list[Group]:
+    """A group for each layer whose constants are unclaimed checkpoint variables."""
+    claimed = {key for group in groups for key in group.keys.values()}
+    channels = {layer.channels for layer in layers if layer.channels}
+    candidates = [
+        v.key
+        for v in ckpt.variables()
+        if v.key not in claimed
+        and not is_bookkeeping(v.key)
+        and len(v.shape) == 1
+        and v.shape[0] in channels
+    ][:MAX_CANDIDATES]
+    if not candidates:
+        return []
+    values = {key: np.asarray(ckpt.read(key)) for key in candidates}
+    found: list[Group] = []
+    for layer in layers:
+        keys = _keys_for(layer, values)
+        if keys is not None:
+            scope = _parent(next(iter(keys.values())))
+            found.append(
+                Group(
+                    scope=scope,
+                    names=(scope,),
+                    keys={str(role): key for role, key in keys.items()},
+                    channels=layer.channels,
+                    order=len(groups) + len(found),
+                )
+            )
+    return found
+
+
+def _keys_for(layer: BnLayer, values: dict[str, NDArray[Any]]) -> dict[Role, str] | None:
+    """Role -> the one unclaimed variable equal to the layer's constant, all under one parent;
+    None unless both moving statistics are found that way."""
+    keys: dict[Role, str] = {}
+    for role in ROLES:
+        param = layer.params[role]
+        if param.kind != "const" or param.value is None:
+            continue
+        ours = param.value.reshape(-1)
+        equal = [
+            key
+            for key, theirs in values.items()
+            if theirs.shape == ours.shape and np.array_equal(theirs, ours)
+        ]
+        if len(equal) == 1:
+            keys[role] = equal[0]
+    parents = {_parent(key) for key in keys.values()}
+    if not {"moving_mean", "moving_variance"} <= keys.keys() or len(parents) != 1:
+        return None
+    return keys
+
+
+def _parent(key: str) -> str:
+    return normalize(key).rpartition("/")[0] or key

@@ -1,0 +1,57 @@
+"""Groups by value: a hand-written BN whose variables no name marks as BN."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bnaudit.audit.detect import BnLayer, Param
+from bnaudit.audit.valuegroups import value_groups
+from bnaudit.checkpoint.base import Checkpoint, VariableInfo
+
+_RNG = np.random.default_rng(5)
+
+
+class _Ckpt(Checkpoint):
+    def __init__(self, arrays: dict[str, NDArray[Any]]) -> None:
+        self.arrays = arrays
+
+    def variables(self) -> list[VariableInfo]:
+        return [VariableInfo(k, "float32", v.shape) for k, v in sorted(self.arrays.items())]
+
+    def read(self, key: str) -> NDArray[Any]:
+        return self.arrays[key]
+
+
+def _layer(values: dict[str, NDArray[Any]]) -> BnLayer:
+    params = {role: Param("const", f"op_{role}/resource", v) for role, v in values.items()}
+    return BnLayer(
+        name="add_1", scope="add_1", op="decomposed", mode="inference", flag=None,
+        epsilon=1e-3, channels=4, data_format="channels_last", params=params,  # type: ignore[arg-type]
+        position=0, core_nodes=("Rsqrt",),
+    )  # fmt: skip
+
+
+def _values() -> dict[str, NDArray[Any]]:
+    roles = ("gamma", "beta", "moving_mean", "moving_variance")
+    return {role: _RNG.normal(size=4).astype(np.float32) for role in roles}
+
+
+def test_odd_names_pair_by_value_under_one_parent() -> None:
+    values = _values()
+    names = {"gamma": "g", "beta": "b", "moving_mean": "mu", "moving_variance": "s2"}
+    arrays = {f"net/n1/{names[r]}/.ATTRIBUTES/VARIABLE_VALUE": v for r, v in values.items()}
+    arrays["net/dense/bias/.ATTRIBUTES/VARIABLE_VALUE"] = _RNG.normal(size=4)
+    (group,) = value_groups([_layer(values)], _Ckpt(arrays), [])
+    assert group.scope == "net/n1" and group.channels == 4
+    assert group.keys["moving_variance"] == "net/n1/s2/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def test_another_steps_values_or_scattered_variables_make_no_group() -> None:
+    values = _values()
+    stale = {f"net/n1/{r}x": v + 0.1 for r, v in values.items()}
+    assert value_groups([_layer(values)], _Ckpt(stale), []) == []
+    scattered = {f"net/part{i}/{r}": v for i, (r, v) in enumerate(values.items())}
+    assert value_groups([_layer(values)], _Ckpt(scattered), []) == []
