@@ -17,6 +17,7 @@ Code = Literal[
     "conditional-mode",
     "nonfinite-stats",
     "negative-variance",
+    "nonstandard-bn",
     "not-frozen",
     "missing-function",
     "no-bn",
@@ -121,6 +122,13 @@ CATALOG: dict[Code, FindingKind] = {
         ),
         FindingKind("nonfinite-stats", _E, "NaN or Inf in a parameter", HEALTHY_FIX),
         FindingKind("negative-variance", _E, "a negative moving variance", HEALTHY_FIX),
+        FindingKind(
+            "nonstandard-bn",
+            _W,
+            "a hand-written BN computes something other than BN (epsilon added outside the "
+            "square root)",
+            "write (x - mean) / sqrt(var + eps), or use tf.nn.batch_normalization",
+        ),
         FindingKind(
             "not-frozen",
             _W,

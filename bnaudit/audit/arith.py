@@ -36,19 +36,47 @@ class Arithmetic(NamedTuple):
     epsilon: TensorRef
     output: str
     x: TensorRef
+    deviation: str | None = None
+    """How the formula departs from BN's, when it does."""
+
+
+OUTSIDE_SQRT = (
+    "epsilon is added outside the square root, (x - mean) / (sqrt(var) + eps), not BN's "
+    "(x - mean) / sqrt(var + eps): channels of near-zero variance come out differently"
+)
 
 
 def match_arithmetic(body: Body, root: Any) -> Arithmetic | None:
     """The hand-written BN around a `Sqrt` (divided by) or `Rsqrt` (multiplied by) of
-    `var + eps`, or None."""
+    `var + eps`, or a `Sqrt(var) + eps` divided by; None otherwise."""
     added = body.nodes.get(body.inputs(root)[0].node)
     if added is None or added.op not in _ADDS or len(added.input) != 2:
-        return None
+        return _outside_sqrt(body, root) if root.op == "Sqrt" else None
     found = _var_and_eps(body, added)
     if found is None:
         return None
     variance, eps = found
-    scales: list[tuple[str, TensorRef | None]] = [(root.name, None)]
+    return _around(body, root, root.name, variance, eps)
+
+
+def _outside_sqrt(body: Body, root: Any) -> Arithmetic | None:
+    """`(x - mean) / (sqrt(var) + eps)`: a hand-written BN with its epsilon misplaced."""
+    for user, _ in _users(body, root.name):
+        if user.op in _ADDS and len(user.input) == 2:
+            found = _var_and_eps(body, user)
+            if found is not None and found[0].node == root.name:
+                variance = body.inputs(root)[0]
+                matched = _around(body, root, user.name, variance, found[1])
+                return None if matched is None else matched._replace(deviation=OUTSIDE_SQRT)
+    return None
+
+
+def _around(
+    body: Body, root: Any, denominator: str, variance: TensorRef, eps: TensorRef
+) -> Arithmetic | None:
+    """The rest of the pattern, around the tensor that divides (`Sqrt`) or multiplies
+    (`Rsqrt`) the centred input."""
+    scales: list[tuple[str, TensorRef | None]] = [(denominator, None)]
     if root.op == "Rsqrt":
         scales += [
             (mul.name, other) for mul, other in _partners(body, root.name, ("Mul",)) if other

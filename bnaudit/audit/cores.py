@@ -46,6 +46,8 @@ class Core:
     output: str
     x: TensorRef | None = None
     """The tensor normalized."""
+    deviation: str | None = None
+    """How a hand-written formula departs from BN's, when it does."""
 
 
 def find_cores(body: Body, stack: Stack) -> list[Core]:
@@ -177,6 +179,7 @@ def _arithmetic_core(body: Body, stack: Stack, root: Any) -> Core | None:
         is_training=None,
         output=found.output,
         x=found.x,
+        deviation=found.deviation,
     )
 
 

@@ -77,6 +77,8 @@ class BnLayer:
     fetchable: bool = True
     """Whether a run can fetch the layer's output as `name` (`node`, or `node:k` for the k-th
     output of a call returning it); not inside a loop, nor from a function that keeps it."""
+    deviation: str | None = None
+    """How a hand-written formula departs from BN's (epsilon outside the square root)."""
     input: str | None = None
     """The top-level tensor (`node:index`) the layer normalizes; None when it is computed
     inside a function or changed on the way."""
@@ -287,6 +289,7 @@ def _layer(
         position=graph.order.get(where.name.partition(":")[0], len(graph.order)),
         core_nodes=(core.node.name,),
         input=where.input,
+        deviation=core.deviation,
         in_loop=where.in_loop,
         fetchable=where.fetchable,
     )

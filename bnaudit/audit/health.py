@@ -13,6 +13,8 @@ from bnaudit.findings import INFERENCE_FIX, Finding, at_layer, finding
 def layer_findings(layer: BnLayer) -> list[Finding]:
     """Mode and statistics problems of one layer."""
     findings = [*_frozen_findings(layer), *_mode_findings(layer), *_stat_findings(layer)]
+    if layer.deviation is not None:
+        findings.append(finding("nonstandard-bn", layer.deviation))
     return at_layer(findings, layer.scope)
 
 

@@ -41,8 +41,8 @@ class LayerMath:
 
 def layer_math(layer: BnLayer, fed: dict[str, NDArray[Any]]) -> LayerMath | None:
     """How the frozen layer computes on this run's feeds; None when bnaudit cannot say."""
-    if layer.epsilon is None:
-        return None
+    if layer.epsilon is None or layer.deviation is not None:
+        return None  # numpy computes BN's formula, not a hand-written variant
     if layer.flag is not None and layer.flag.name in fed:
         batch_stats = bool(np.all(fed[layer.flag.name]))
     elif layer.mode == "conditional":
