@@ -1,11 +1,12 @@
-"""Checkpoint groups found by value, for BN whose variables no name marks as BN.
+"""Checkpoint groups for BN whose variables no name marks as BN.
 
-A hand-written BN may name its variables anything (`g`, `b`, `mu`, `s2`), and its frozen
-constants are named after the ops that read them. When every parameter of a graph layer
-equals exactly one checkpoint variable that no BN group holds, and those variables sit under
-one parent (`net/n1/g`, `net/n1/mu`, ...), they are that layer's group. A checkpoint of
-another step has other values, so it pairs nothing this way: it is the right checkpoint's
-group, or none.
+A hand-written BN may name its variables anything (`g`, `b`, `mu`, `s2`, `stat_m`). A
+graph layer no named group pairs takes, for each parameter, the unclaimed checkpoint
+variable its frozen constant is named after (`blk0/nrm/stat_m`: a TF1 freeze keeps variable
+names), else the one whose value it equals (TF2 freezes name constants after the ops that
+read them); the variables must sit under one parent (`net/n1/g`, `net/n1/mu`, ...) and
+include both moving statistics. By name, a checkpoint of another step still pairs (and its
+values then differ); by value, only the checkpoint frozen pairs.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ def value_groups(layers: list[BnLayer], ckpt: Checkpoint, groups: list[Group]) -
     if not candidates:
         return []
     values = {key: np.asarray(ckpt.read(key)) for key in candidates}
+    named = {normalize(key): key for key in candidates}
     found: list[Group] = []
     for layer in layers:
-        keys = _keys_for(layer, values)
+        keys = _keys_for(layer, values, named)
         if keys is not None:
             scope = _parent(next(iter(keys.values())))
             found.append(
@@ -58,13 +60,18 @@ def value_groups(layers: list[BnLayer], ckpt: Checkpoint, groups: list[Group]) -
     return found
 
 
-def _keys_for(layer: BnLayer, values: dict[str, NDArray[Any]]) -> dict[Role, str] | None:
-    """Role -> the one unclaimed variable equal to the layer's constant, all under one parent;
-    None unless both moving statistics are found that way."""
+def _keys_for(
+    layer: BnLayer, values: dict[str, NDArray[Any]], named: dict[str, str]
+) -> dict[Role, str] | None:
+    """Role -> the unclaimed variable the layer's constant is named after, else the one it
+    equals, all under one parent; None unless both moving statistics are found."""
     keys: dict[Role, str] = {}
     for role in ROLES:
         param = layer.params[role]
         if param.kind != "const" or param.value is None:
+            continue
+        if normalize(param.source) in named:
+            keys[role] = named[normalize(param.source)]
             continue
         ours = param.value.reshape(-1)
         equal = [

@@ -55,3 +55,19 @@ def test_another_steps_values_or_scattered_variables_make_no_group() -> None:
     assert value_groups([_layer(values)], _Ckpt(stale), []) == []
     scattered = {f"net/part{i}/{r}": v for i, (r, v) in enumerate(values.items())}
     assert value_groups([_layer(values)], _Ckpt(scattered), []) == []
+
+
+def test_constants_named_after_their_variables_pair_whatever_their_values() -> None:
+    """A TF1 freeze keeps variable names (`blk0/nrm/stat_m/read`): a stale checkpoint still
+    gives the group, so the difference is reported rather than the checkpoint refused."""
+    values = _values()
+    layer = _layer(values)
+    names = {"gamma": "alpha", "beta": "offs", "moving_mean": "stat_m", "moving_variance": "stat_v"}
+    params = {
+        role: Param("const", f"blk0/nrm/{names[role]}/read", p.value)
+        for role, p in layer.params.items()
+    }
+    layer = BnLayer(**{**layer.__dict__, "params": params})
+    stale = {f"blk0/nrm/{names[r]}": v + 0.5 for r, v in values.items()}
+    (group,) = value_groups([layer], _Ckpt(stale), [])
+    assert group.scope == "blk0/nrm" and group.keys["moving_mean"] == "blk0/nrm/stat_m"
