@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bnaudit.audit.detect import BnLayer
+from bnaudit.formats import protos
 from bnaudit.report.results import ActivationDiff
 from bnaudit.run.diff import activation_diff
 
@@ -119,7 +120,10 @@ class Contributions:
     own difference, from the reference's input fetched just before it.
 
     Only the reference's input of a layer still to come is kept, and only until that
-    layer's output arrives.
+    layer's output arrives. A graph computing in half precision (`precision`, the epsilon of
+    its narrowest float) is compared at its rounding: two runtimes (TensorFlow's session and
+    Keras) round float16 convolutions differently, and the difference spreads to float32
+    outputs.
     """
 
     def __init__(
@@ -128,11 +132,13 @@ class Contributions:
         maths: dict[str, LayerMath],
         atol: float,
         rtol: float,
+        precision: float = 0.0,
     ) -> None:
         self.inputs = inputs
         """Layer output tensor -> its input tensor (frozen graph names)."""
         self.maths = maths
         self.atol, self.rtol = atol, rtol
+        self.precision = precision
         self.waiting: dict[str, int] = {}
         for source in inputs.values():
             self.waiting[source] = self.waiting.get(source, 0) + 1
@@ -141,7 +147,12 @@ class Contributions:
     def __call__(self, name: str, ours: NDArray[Any], theirs: NDArray[Any]) -> Measured:
         if name in self.waiting:
             self.kept[name] = theirs
-        measured = Measured(activation_diff(ours, theirs, self.atol, self.rtol))
+        atol = self.atol
+        if self.precision:
+            finite = theirs[np.isfinite(theirs)] if theirs.dtype.kind == "f" else theirs
+            largest = float(np.max(np.abs(finite), initial=0.0))
+            atol = max(atol, ROUNDING_ULPS * self.precision * largest)
+        measured = Measured(activation_diff(ours, theirs, atol, self.rtol))
         source = self.inputs.get(name)
         if source is None:
             return measured
@@ -155,7 +166,7 @@ class Contributions:
         if found is None or found[0].shape != theirs.shape:
             return measured
         own, magnitude = found
-        atol = max(self.atol, rounding(theirs, magnitude))
+        atol = max(atol, rounding(theirs, magnitude), ROUNDING_ULPS * self.precision * magnitude)
         return Measured(measured.activation, activation_diff(own, theirs, atol, self.rtol))
 
 
@@ -163,6 +174,25 @@ ROUNDING_ULPS = 32
 """How many units in the last place of the reference's float type its own arithmetic may
 be off by, at the largest magnitude it adds up: numpy computes the layer in float64, and
 TensorFlow in another order and precision."""
+
+
+def half_precision(graph_def: Any) -> float:
+    """The epsilon of the narrowest float type a graph computes in, when it is narrower
+    than float32 (float16, bfloat16); 0 otherwise."""
+    found = 0.0
+    bodies = [graph_def.node, *(f.node_def for f in graph_def.library.function)]
+    for nodes in bodies:
+        for node in nodes:
+            for attr in ("T", "DstT", "dtype"):
+                if attr in node.attr:
+                    found = max(found, _NARROW.get(int(node.attr[attr].type) % 100, 0.0))
+    return found
+
+
+_NARROW = {
+    protos.DATA_TYPES["DT_HALF"]: float(np.finfo(np.float16).eps),
+    protos.DATA_TYPES["DT_BFLOAT16"]: 2.0**-7,
+}
 
 
 def rounding(theirs: NDArray[Any], magnitude: float) -> float:

@@ -46,7 +46,9 @@ def execute(plan: RunPlan, options: RunOptions, progress: Progress) -> Reduced[M
     (and a layer's own), in a child process stopped after `options.timeout` seconds."""
 
     def work(step: Callable[[str], None]) -> Reduced[Measured]:
-        reduce = Contributions(plan.layer_inputs, plan.maths, options.atol, options.rtol)
+        reduce = Contributions(
+            plan.layer_inputs, plan.maths, options.atol, options.rtol, plan.precision
+        )
         return run_pair(
             plan.frozen, plan.reference, list(plan.tensors), reduce, step, options.budget
         )

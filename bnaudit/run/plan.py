@@ -19,7 +19,7 @@ from bnaudit.model.graph import Graph
 from bnaudit.names import tensor_name
 from bnaudit.report.results import LayerComparison
 from bnaudit.run.bounds import check_runnable
-from bnaudit.run.contribution import LayerMath, layer_math
+from bnaudit.run.contribution import LayerMath, half_precision, layer_math
 from bnaudit.run.inputs import Inputs, make_inputs, placeholders
 from bnaudit.run.options import RunOptions
 from bnaudit.run.references import Choice, build_reference, choose, training_flags
@@ -62,6 +62,9 @@ class RunPlan:
     """A row's output tensor -> how its frozen layer computes on this run's feeds."""
     flags: dict[str, str] = field(default_factory=dict)
     """A row's node -> the training flag its frozen layer reads, where it reads one."""
+    precision: float = 0.0
+    """The epsilon of the narrowest float the frozen graph computes in, when narrower than
+    float32 (see `contribution.Contributions`); 0 otherwise."""
 
 
 def plan_run(static: StaticAudit, options: RunOptions) -> RunPlan:
@@ -103,6 +106,7 @@ def plan_run(static: StaticAudit, options: RunOptions) -> RunPlan:
         frozen=frozen,
         reference=reference,
         notes=(*described, *skipped),
+        precision=half_precision(graph.graph_def),
     )
 
 

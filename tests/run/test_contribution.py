@@ -151,3 +151,23 @@ def test_tensorflows_rounding_at_large_magnitudes_is_no_own_difference() -> None
     wrong = theirs + np.float32(0.05)  # a real difference at that magnitude still shows
     reduce("conv:0", x, x)
     assert reduce("bn:0", wrong, wrong).own.divergent  # type: ignore[union-attr]
+
+
+def test_a_half_precision_graph_is_compared_at_half_precisions_rounding() -> None:
+    """A float16 convolution rounded by two runtimes spreads ~1 float16 ulp into a float32
+    output: no divergence in a graph computing in float16, a divergence in a float32 one."""
+    from bnaudit.formats import protos
+    from bnaudit.run.contribution import half_precision
+
+    graph_def = protos.GraphDef()
+    graph_def.node.add(name="x", op="Placeholder").attr["dtype"].type = 1
+    assert half_precision(graph_def) == 0.0
+    graph_def.node.add(name="c", op="Cast", input=["x"]).attr["DstT"].type = 19
+    eps16 = float(np.finfo(np.float16).eps)
+    assert half_precision(graph_def) == eps16
+    theirs = _RNG.uniform(0.0, 1.0, size=(4, 5)).astype(np.float32)
+    ours = theirs + np.float32(5e-5)  # about 1/20 of a float16 ulp near 1
+    assert not Contributions({}, {}, 1e-5, 1e-5, eps16)("out:0", ours, theirs).activation.divergent
+    assert Contributions({}, {}, 1e-5, 1e-5)("out:0", ours, theirs).activation.divergent
+    far = theirs + np.float32(0.1)  # a real difference still shows in float16
+    assert Contributions({}, {}, 1e-5, 1e-5, eps16)("out:0", far, theirs).activation.divergent
