@@ -82,7 +82,7 @@ def _around(
             (mul.name, other) for mul, other in _partners(body, root.name, ("Mul",)) if other
         ]
     for scale, gamma in scales:
-        for user, position in _users(body, scale):
+        for user, position in _users_reshaped(body, scale):
             if root.op == "Sqrt" and user.op in _DIVS and position == 1:
                 numerator = body.inputs(user)[0]
             elif root.op == "Rsqrt" and user.op == "Mul":
@@ -159,6 +159,26 @@ def _var_and_eps(body: Body, added: Any) -> tuple[TensorRef, TensorRef] | None:
 def _users(body: Body, name: str) -> list[tuple[Any, int]]:
     """Consumers of `name`'s output 0: (node, input position)."""
     return [(body.nodes[c], pos) for c, pos, index in body.consumers.get(name, []) if index == 0]
+
+
+_SHAPES = frozenset({"Reshape", "ExpandDims", "Identity"})
+
+
+def _users_reshaped(body: Body, name: str) -> list[tuple[Any, int]]:
+    """Consumers of `name`, seen through reshapes: a channels-first BN written by hand
+    reshapes its per-channel factor to `[1, C, 1, 1]` before multiplying."""
+    found: list[tuple[Any, int]] = []
+    frontier = [name]
+    for _ in range(4):
+        following = []
+        for current in frontier:
+            for user, position in _users(body, current):
+                if user.op in _SHAPES and position == 0:
+                    following.append(user.name)
+                else:
+                    found.append((user, position))
+        frontier = following
+    return found
 
 
 def _partners(body: Body, name: str, ops: tuple[str, ...]) -> list[tuple[Any, TensorRef | None]]:

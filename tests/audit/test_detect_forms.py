@@ -267,3 +267,49 @@ def test_bn_in_one_branch_is_conditional_on_the_if(then_bn: bool) -> None:
 def test_bn_in_one_branch_of_a_constant_if_keeps_its_mode() -> None:
     (layer,) = _layers(_one_branch_graph("always", then_bn=True))
     assert (layer.mode, layer.flag) == ("inference", None)
+
+
+def test_a_channels_first_hand_written_bn_reshapes_its_factors() -> None:
+    """`(x - R(mean)) * R(rsqrt(var + eps)) * R(gamma) + R(beta)`, R a reshape to
+    [1, C, 1, 1]: the per-channel factor reaches the product through its reshape."""
+    graph = protos.GraphDef()
+    nodes = graph.node
+    _node(nodes, "x", "Placeholder").attr["dtype"].type = F32
+    _params(nodes, "bn")
+    _const(nodes, "bn/shape", [1, 4, 1, 1], I32)
+    for role in ("mean", "gamma", "beta"):
+        _node(nodes, f"bn/R_{role}", "Reshape", f"bn/{role}/read", "bn/shape")
+    _const(nodes, "bn/add/y", 0.001)
+    _node(nodes, "bn/add", "AddV2", "bn/var/read", "bn/add/y")
+    _node(nodes, "bn/Rsqrt", "Rsqrt", "bn/add")
+    _node(nodes, "bn/R_rsqrt", "Reshape", "bn/Rsqrt", "bn/shape")
+    _node(nodes, "bn/sub", "Sub", "x", "bn/R_mean")
+    _node(nodes, "bn/norm", "Mul", "bn/sub", "bn/R_rsqrt")
+    _node(nodes, "bn/mul", "Mul", "bn/norm", "bn/R_gamma")
+    _node(nodes, "bn/out", "AddV2", "bn/mul", "bn/R_beta")
+    (layer,) = _layers(graph)
+    assert (layer.name, layer.op, layer.channels) == ("bn/out", "decomposed", 4)
+    assert layer.data_format == "channels_first"
+    sources = {role: p.source for role, p in layer.params.items()}
+    assert sources == {
+        "gamma": "bn/gamma", "beta": "bn/beta", "moving_mean": "bn/mean",
+        "moving_variance": "bn/var",
+    }  # fmt: skip
+
+
+def test_epsilon_outside_the_square_root_is_found_and_said() -> None:
+    """The slip `(x - mean) / (sqrt(var) + eps)`: BN still, reported as nonstandard."""
+    graph = protos.GraphDef()
+    nodes = graph.node
+    _node(nodes, "x", "Placeholder").attr["dtype"].type = F32
+    _params(nodes, "bn")
+    _node(nodes, "bn/Sqrt", "Sqrt", "bn/var/read")
+    _const(nodes, "bn/add/y", 0.001)
+    _node(nodes, "bn/add", "AddV2", "bn/Sqrt", "bn/add/y")
+    _node(nodes, "bn/sub", "Sub", "x", "bn/mean/read")
+    _node(nodes, "bn/norm", "RealDiv", "bn/sub", "bn/add")
+    _node(nodes, "bn/mul", "Mul", "bn/norm", "bn/gamma/read")
+    _node(nodes, "bn/out", "AddV2", "bn/mul", "bn/beta/read")
+    (layer,) = _layers(graph)
+    assert layer.name == "bn/out" and layer.epsilon == pytest.approx(0.001)
+    assert layer.deviation is not None and "outside the square root" in layer.deviation
