@@ -96,12 +96,13 @@ def audit(checkpoint: Path, model: Path, options: CompareOptions | None = None) 
     read_files = (model, *judged.files)
     notes = judged.notes
     if any(f.code in _STALE for _, row in rows for f in row.findings):
+        opened: list[Path] = []
         looked = frozen_from(
             judged.resolved,
             options.search,
-            lambda candidate: _clean(candidate, graph, scan, options),
+            lambda candidate: _clean(candidate, graph, scan, options, opened),
         )
-        read_files += looked.tried
+        read_files += (*looked.tried, *opened)
         if looked.found:
             findings.insert(0, _wrong_checkpoint(judged.resolved, list(looked.found)))
         notes += tuple(
@@ -185,9 +186,13 @@ def _judge(
 _STALE = frozenset({"stats-mismatch", "folded-mismatch"})
 
 
-def _clean(candidate: Path, graph: Graph, scan: GraphScan, options: CompareOptions) -> bool:
-    """Whether every layer compared against `candidate` matches it (and one was compared)."""
+def _clean(
+    candidate: Path, graph: Graph, scan: GraphScan, options: CompareOptions, opened: list[Path]
+) -> bool:
+    """Whether every layer compared against `candidate` matches it (and one was compared);
+    the files it read are added to `opened`."""
     judged = _judge(candidate, graph, scan, options, strict=False)
+    opened += judged.files
     findings = [f for _, row in judged.rows for f in row.findings]
     return (
         bool(judged.rows)

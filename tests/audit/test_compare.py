@@ -177,3 +177,26 @@ def test_another_architectures_layer_is_a_shape_mismatch(runner: CliRunner) -> N
     assert codes == ["shape-mismatch"], bn1["findings"]
     assert "has 8 channels" in bn1["findings"][0]["message"]
     assert "graph's layer 4" in bn1["findings"][0]["message"]
+
+
+def test_a_checkpoint_found_by_search_is_an_input_too(runner: CliRunner, tmp_path: Path) -> None:
+    """--search reads the checkpoints under DIR: a report may not land on one of them."""
+    source = MODELS / "tf1_wrong_ckpt" / "ckpt"
+    given, elsewhere = tmp_path / "given", tmp_path / "elsewhere" / "deep"
+    given.mkdir()
+    elsewhere.mkdir(parents=True)
+    for path in source.glob("model.ckpt-20.*"):
+        shutil.copy(path, given / path.name)
+    for path in source.glob("model.ckpt-10.*"):
+        shutil.copy(path, elsewhere / path.name)
+    graph = str(MODELS / "tf1_wrong_ckpt" / "frozen.pb")
+    args = [str(given / "model.ckpt-20"), graph, "--search", str(tmp_path / "elsewhere")]
+    code, report, _ = _compare(runner, *args)
+    assert code == 1 and report is not None
+    wrong = [f["message"] for f in report["findings"] if f["code"] == "wrong-checkpoint"]
+    assert len(wrong) == 1 and str(elsewhere / "model.ckpt-10") in wrong[0]
+    before = _digest(elsewhere)
+    target = elsewhere / "model.ckpt-10.index"
+    result = runner.invoke(main, ["compare", *args, "--no-run", "-o", str(target)])
+    assert result.exit_code == 2 and "never writes to its inputs" in result.stderr
+    assert _digest(elsewhere) == before
