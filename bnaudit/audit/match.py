@@ -106,10 +106,17 @@ def pair_layers(
     leaves = {id(g): {_leaf(n) for n in group_names[id(g)]} - {""} for g in groups}
     take("scope", lambda layer, g: bool(_layer_leaves(layer) & leaves[id(g)]))
     free_groups = [g for g in free_groups if g.has_stats]  # the rest is not BN (see above)
-    if free_layers and len(free_layers) == len(free_groups):
+    # A sub-model applied twice repeats its layers under `name_3` with the same constants:
+    # line up one application of each layer, then give the repeats their first's group.
+    repeats = _repeats([p.layer for p in pairs if p.layer is not None] + free_layers)
+    firsts = [layer for layer in free_layers if id(layer) not in repeats]
+    if firsts and len(firsts) == len(free_groups):
         ordered = sorted(free_groups, key=lambda g: g.order)
-        if all(_channels_agree(lay, g) for lay, g in zip(free_layers, ordered, strict=True)):
-            pairs += [Pair(lay, g, "order") for lay, g in zip(free_layers, ordered, strict=True)]
+        if all(_channels_agree(lay, g) for lay, g in zip(firsts, ordered, strict=True)):
+            pairs += [Pair(lay, g, "order") for lay, g in zip(firsts, ordered, strict=True)]
+            group_of = {id(p.layer): p.group for p in pairs}
+            pairs += [Pair(lay, group_of[id(repeats[id(lay)])], "shared") for lay in free_layers
+                      if id(lay) in repeats]  # fmt: skip
             free_layers, free_groups = [], []
     take("values", lambda layer, g: _same_values(layer, g, stats_of))
     # A layer applied twice (shared weights) reads the same constants at each application.
@@ -146,6 +153,24 @@ def _scope_keys(layer: BnLayer, first_choice: bool) -> set[str]:
     )
     stripped = {strip_call_suffix(name) for name in names}
     return (stripped if traced else names) if first_choice else (names if traced else stripped)
+
+
+def _repeats(layers: list[BnLayer]) -> dict[int, BnLayer]:
+    """id(layer) -> the earlier layer it repeats: the same scope but for call suffixes
+    (`outer_1/stage2_1/bn_1`, `outer_1/stage2_3/bn_1`) and the same constants."""
+    first: dict[tuple[str, bytes], BnLayer] = {}
+    repeats: dict[int, BnLayer] = {}
+    for layer in layers:
+        values = [p.value for p in layer.params.values() if p.kind == "const"]
+        if any(v is None for v in values) or not values:
+            continue
+        scope = "/".join(strip_call_suffix(part) for part in layer.scope.split("/"))
+        key = (scope, b"".join(np.ascontiguousarray(v).tobytes() for v in values))
+        if key in first:
+            repeats[id(layer)] = first[key]
+        else:
+            first[key] = layer
+    return repeats
 
 
 def _leaf(name: str) -> str:

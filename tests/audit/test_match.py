@@ -163,3 +163,21 @@ def test_a_last_part_many_groups_share_pairs_nothing() -> None:
     groups = [_group("other/x/BatchNorm", 4, 0), _group("other/y/BatchNorm", 4, 1)]
     pairs = pair_layers(layers, groups, [], lambda g: None)
     assert all(p.method != "scope" for p in pairs)
+
+
+def test_a_sub_model_applied_twice_lines_up_once_and_its_repeat_shares() -> None:
+    """Keras: `stage2` applied twice gives `stage2_1/bn_1` and `stage2_3/bn_1`, same
+    constants; the checkpoint has three groups for four graph layers. Stale values pair
+    nothing by value, so order pairs one application of each, and the repeat shares."""
+    stage1, stage2, stage3 = (
+        _layer(f"outer_1/stage{i}_1/bn_1", 4, mean=0.1 * i) for i in (1, 2, 3)
+    )
+    again = _layer("outer_1/stage2_3/bn_1", 4, mean=0.2, source="elsewhere")
+    groups = [_group(f"model/_operations/{i}/_operations/2", 4, i) for i in range(3)]
+    methods = _methods(pair_layers([stage1, stage2, again, stage3], groups, [], lambda g: None))
+    assert methods == {
+        "outer_1/stage1_1/bn_1": ("model/_operations/0/_operations/2", "order"),
+        "outer_1/stage2_1/bn_1": ("model/_operations/1/_operations/2", "order"),
+        "outer_1/stage2_3/bn_1": ("model/_operations/1/_operations/2", "shared"),
+        "outer_1/stage3_1/bn_1": ("model/_operations/2/_operations/2", "order"),
+    }
