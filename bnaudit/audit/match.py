@@ -82,59 +82,93 @@ def pair_layers(
     maps: list[tuple[str, str]],
     stats_of: Callable[[Group], NDArray[Any] | None],
 ) -> list[Pair]:
-    """Pair every layer and every group once; unpaired ones come back with the other side None."""
-    pairs: list[Pair] = []
-    free_layers = list(layers)
-    free_groups = list(groups)
+    """Pair every layer and every group once; unpaired ones come back with the other side None.
 
-    def take(method: MatchMethod, key: Callable[[BnLayer, Group], bool]) -> None:
-        for layer in list(free_layers):
-            matches = [g for g in free_groups if key(layer, g)]
-            if len(matches) == 1:
-                pairs.append(Pair(layer, matches[0], method))
-                free_layers.remove(layer)
-                free_groups.remove(matches[0])
+    Name strategies look names up in an index of the free groups: time linear in the layers.
+    """
+    pairs: list[Pair] = []
+    free_layers = {id(layer): layer for layer in layers}
+    free_groups = {id(group): group for group in groups}
+
+    def pair(layer: BnLayer, group: Group, method: MatchMethod) -> None:
+        pairs.append(Pair(layer, group, method))
+        del free_layers[id(layer)], free_groups[id(group)]
+
+    def take(
+        method: MatchMethod,
+        layer_keys: Callable[[BnLayer], set[str]],
+        group_keys: Callable[[Group], set[str]],
+    ) -> None:
+        """Pair each layer whose keys meet exactly one free group's."""
+        index: dict[str, list[Group]] = {}
+        for group in free_groups.values():
+            for key in group_keys(group):
+                index.setdefault(key, []).append(group)
+        for layer in list(free_layers.values()):
+            found = {
+                id(g): g
+                for k in layer_keys(layer)
+                for g in index.get(k, ())
+                if id(g) in free_groups
+            }
+            if len(found) == 1:
+                pair(layer, next(iter(found.values())), method)
 
     if maps:
-        take("map", lambda layer, g: bool(_rewrite(_layer_names(layer), maps) & _group_names(g)))
-    take("exact", lambda layer, g: bool(_layer_names(layer) & set(g.keys.values())))
-    group_names = {id(g): {normalize(n) for n in g.names} for g in groups}
+        take("map", lambda layer: _rewrite(_layer_names(layer), maps), _group_names)
+    take("exact", _layer_names, lambda g: set(g.keys.values()))
+    normalized = {id(g): {normalize(n) for n in g.names} for g in groups}
     for first_choice in (True, False):
-        take("scope", partial(_same_scope, group_names=group_names, first_choice=first_choice))
+        take("scope", partial(_scope_keys, first_choice=first_choice), lambda g: normalized[id(g)])
     # Keras names a layer once per model, but a checkpoint's variable names may carry the
     # name scopes it was built under (`reduction_A_block_stem_1/.../bn`): the last part.
-    leaves = {id(g): {_leaf(n) for n in group_names[id(g)]} - {""} for g in groups}
-    take("scope", lambda layer, g: bool(_layer_leaves(layer) & leaves[id(g)]))
-    free_groups = [g for g in free_groups if g.has_stats]  # the rest is not BN (see above)
-    # A sub-model applied twice repeats its layers under `name_3` with the same constants:
-    # line up one application of each layer, then give the repeats their first's group.
-    repeats = _repeats([p.layer for p in pairs if p.layer is not None] + free_layers)
-    firsts = [layer for layer in free_layers if id(layer) not in repeats]
-    if firsts and len(firsts) == len(free_groups):
-        ordered = sorted(free_groups, key=lambda g: g.order)
-        if all(_channels_agree(lay, g) for lay, g in zip(firsts, ordered, strict=True)):
-            pairs += [Pair(lay, g, "order") for lay, g in zip(firsts, ordered, strict=True)]
-            group_of = {id(p.layer): p.group for p in pairs}
-            pairs += [Pair(lay, group_of[id(repeats[id(lay)])], "shared") for lay in free_layers
-                      if id(lay) in repeats]  # fmt: skip
-            free_layers, free_groups = [], []
-    take("values", lambda layer, g: _same_values(layer, g, stats_of))
-    # A layer applied twice (shared weights) reads the same constants at each application.
-    for layer in list(free_layers):
-        sources = _const_sources(layer)
-        twin = next((p for p in pairs if p.layer and _const_sources(p.layer) == sources), None)
-        if sources and twin is not None:
-            pairs.append(Pair(layer, twin.group, "shared"))
-            free_layers.remove(layer)
-    pairs += [Pair(layer, None, None) for layer in free_layers]
-    pairs += [Pair(None, group, None) for group in free_groups]
+    take("scope", _layer_leaves, lambda g: {_leaf(n) for n in normalized[id(g)]} - {""})
+    for group in [g for g in free_groups.values() if not g.has_stats]:
+        del free_groups[id(group)]  # not BN (see above)
+    _by_order(pairs, free_layers, free_groups)
+    for layer in list(free_layers.values()):
+        matches = [g for g in free_groups.values() if _same_values(layer, g, stats_of)]
+        if len(matches) == 1:
+            pair(layer, matches[0], "values")
+    _shared(pairs, free_layers)
+    pairs += [Pair(layer, None, None) for layer in free_layers.values()]
+    pairs += [Pair(None, group, None) for group in free_groups.values()]
     return pairs
 
 
-def _same_scope(
-    layer: BnLayer, group: Group, group_names: dict[int, set[str]], first_choice: bool
-) -> bool:
-    return bool(_scope_keys(layer, first_choice) & group_names[id(group)])
+def _shared(pairs: list[Pair], free_layers: dict[int, BnLayer]) -> None:
+    """A layer applied twice (shared weights) reads the same constants at each application:
+    it takes the group of the paired layer reading them."""
+    by_sources = {_const_sources(p.layer): p.group for p in pairs if p.layer is not None}
+    for layer in list(free_layers.values()):
+        sources = _const_sources(layer)
+        if sources and sources in by_sources:
+            pairs.append(Pair(layer, by_sources[sources], "shared"))
+            del free_layers[id(layer)]
+
+
+def _by_order(
+    pairs: list[Pair], free_layers: dict[int, BnLayer], free_groups: dict[int, Group]
+) -> None:
+    """Pair the remaining layers and groups in order, channel for channel, when they line up.
+
+    A sub-model applied twice repeats its layers under `name_3` with the same constants:
+    one application of each layer lines up, and the repeats take their first's group.
+    """
+    layers = list(free_layers.values())
+    repeats = _repeats([p.layer for p in pairs if p.layer is not None] + layers)
+    firsts = [layer for layer in layers if id(layer) not in repeats]
+    if not firsts or len(firsts) != len(free_groups):
+        return
+    ordered = sorted(free_groups.values(), key=lambda g: g.order)
+    if not all(_channels_agree(lay, g) for lay, g in zip(firsts, ordered, strict=True)):
+        return
+    pairs += [Pair(lay, g, "order") for lay, g in zip(firsts, ordered, strict=True)]
+    group_of = {id(p.layer): p.group for p in pairs}
+    pairs += [Pair(lay, group_of[id(repeats[id(lay)])], "shared") for lay in layers
+              if id(lay) in repeats]  # fmt: skip
+    free_layers.clear()
+    free_groups.clear()
 
 
 def _scope_keys(layer: BnLayer, first_choice: bool) -> set[str]:
