@@ -7,31 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
+from fakes import BOOL, F32, I32
+from fakes import const as _const
+from fakes import node as _node
 
 from bnaudit.audit.detect import BnLayer, find_layers
 from bnaudit.formats import protos
-from bnaudit.formats.tensors import encode_tensor
 from bnaudit.model.graph import index_graph
-
-F32 = protos.DATA_TYPES["DT_FLOAT"]
-I32 = protos.DATA_TYPES["DT_INT32"]
-BOOL = protos.DATA_TYPES["DT_BOOL"]
-
-
-def _node(nodes: Any, name: str, op: str, *inputs: str, **funcs: str) -> Any:
-    node = nodes.add(name=name, op=op, input=list(inputs))
-    for attr, function in funcs.items():
-        node.attr[attr].func.name = function
-    return node
-
-
-def _const(nodes: Any, name: str, value: Any, dtype: int = F32) -> None:
-    node = _node(nodes, name, "Const")
-    node.attr["dtype"].type = dtype
-    kind = {F32: np.float32, I32: np.int32, BOOL: bool}[dtype]
-    node.attr["value"].tensor.CopyFrom(encode_tensor(np.asarray(value, dtype=kind), dtype))
 
 
 def _layers(graph: Any) -> list[BnLayer]:

@@ -5,25 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from fakes import MemoryCheckpoint
 from numpy.typing import NDArray
 
 from bnaudit.audit.foldpair import Fold, choose_kernel, ends_with, pair_folds
 from bnaudit.audit.match import Group, GroupValues
-from bnaudit.checkpoint.base import Checkpoint, VariableInfo
+from bnaudit.checkpoint.base import VariableInfo
 from bnaudit.checkpoint.layout import Layout
 
 _RNG = np.random.default_rng(0)
-
-
-class _Ckpt(Checkpoint):
-    def __init__(self, arrays: dict[str, NDArray[Any]]) -> None:
-        self.arrays = arrays
-
-    def variables(self) -> list[VariableInfo]:
-        return [VariableInfo(k, "float32", v.shape) for k, v in sorted(self.arrays.items())]
-
-    def read(self, key: str) -> NDArray[Any]:
-        return self.arrays[key]
 
 
 def _bn(
@@ -92,7 +82,7 @@ def test_stale_folds_pair_by_model_order_not_by_channel_count() -> None:
         "layer_with_weights-0/kernel": k0,
         "layer_with_weights-2/kernel": k2,
     }
-    ckpt = _Ckpt(arrays)
+    ckpt = MemoryCheckpoint(arrays)
     stale = _RNG.uniform(0.5, 2, 8)
     folds = [  # graph order: the second conv first
         Fold("x/bn_second/FusedBatchNormV3", "x/c2/Conv2D", "Conv2D", k2 * stale, 8),
@@ -109,7 +99,7 @@ def test_fresh_folds_pair_by_their_scale_when_nothing_else_tells() -> None:
     bn_a, arrays_a = _bn("p", 8, 0)
     bn_b, arrays_b = _bn("q", 8, 1)
     k0, k1 = _RNG.normal(size=(3, 3, 4, 8)), _RNG.normal(size=(3, 3, 4, 8))
-    ckpt = _Ckpt({**arrays_a, **arrays_b, "k0": k0, "k1": k1})
+    ckpt = MemoryCheckpoint({**arrays_a, **arrays_b, "k0": k0, "k1": k1})
     folds = [
         Fold("f0/BiasAdd", "f0/Conv2D", "Conv2D", k0 * _scale(arrays_b, "q"), 8),
         Fold("f1/BiasAdd", "f1/Conv2D", "Conv2D", k1 * _scale(arrays_a, "p"), 8),
@@ -125,7 +115,7 @@ def test_fresh_folds_pair_by_their_scale_when_nothing_else_tells() -> None:
 def test_a_group_nothing_pairs_is_ambiguous_between_the_folds_that_fit() -> None:
     bn_a, arrays_a = _bn("p", 8, 0)
     k0, k1 = _RNG.normal(size=(3, 3, 4, 8)), _RNG.normal(size=(3, 3, 4, 8))
-    ckpt = _Ckpt({**arrays_a, "k0": k0, "k1": k1})
+    ckpt = MemoryCheckpoint({**arrays_a, "k0": k0, "k1": k1})
     stale = _RNG.uniform(0.5, 2, 8)
     folds = [
         Fold(f"f{i}/BiasAdd", f"f{i}/Conv2D", "Conv2D", k * stale, 8)

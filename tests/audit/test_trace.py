@@ -6,6 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fakes import BOOL, F32
+from fakes import const as _const
+from fakes import node as _node
 
 from bnaudit.audit.trace import (
     Batch,
@@ -20,25 +23,7 @@ from bnaudit.audit.trace import (
     resolve,
 )
 from bnaudit.formats import protos
-from bnaudit.formats.tensors import encode_tensor
 from bnaudit.model.graph import Graph, TensorRef, index_graph
-
-F32 = protos.DATA_TYPES["DT_FLOAT"]
-BOOL = protos.DATA_TYPES["DT_BOOL"]
-
-
-def _node(nodes: Any, name: str, op: str, *inputs: str, **funcs: str) -> Any:
-    node = nodes.add(name=name, op=op, input=list(inputs))
-    for attr, function in funcs.items():
-        node.attr[attr].func.name = function
-    return node
-
-
-def _const(nodes: Any, name: str, value: Any, dtype: int = F32) -> Any:
-    node = _node(nodes, name, "Const")
-    node.attr["dtype"].type = dtype
-    node.attr["value"].tensor.CopyFrom(encode_tensor(np.asarray(value), dtype))
-    return node
 
 
 def _function(graph: Any, name: str, args: list[str], rets: list[str]) -> Any:

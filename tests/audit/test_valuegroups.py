@@ -5,24 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from fakes import MemoryCheckpoint
 from numpy.typing import NDArray
 
 from bnaudit.audit.detect import BnLayer, Param
 from bnaudit.audit.valuegroups import value_groups
-from bnaudit.checkpoint.base import Checkpoint, VariableInfo
 
 _RNG = np.random.default_rng(5)
-
-
-class _Ckpt(Checkpoint):
-    def __init__(self, arrays: dict[str, NDArray[Any]]) -> None:
-        self.arrays = arrays
-
-    def variables(self) -> list[VariableInfo]:
-        return [VariableInfo(k, "float32", v.shape) for k, v in sorted(self.arrays.items())]
-
-    def read(self, key: str) -> NDArray[Any]:
-        return self.arrays[key]
 
 
 def _layer(values: dict[str, NDArray[Any]]) -> BnLayer:
@@ -44,7 +33,7 @@ def test_odd_names_pair_by_value_under_one_parent() -> None:
     names = {"gamma": "g", "beta": "b", "moving_mean": "mu", "moving_variance": "s2"}
     arrays = {f"net/n1/{names[r]}/.ATTRIBUTES/VARIABLE_VALUE": v for r, v in values.items()}
     arrays["net/dense/bias/.ATTRIBUTES/VARIABLE_VALUE"] = _RNG.normal(size=4)
-    (group,) = value_groups([_layer(values)], _Ckpt(arrays), [])
+    (group,) = value_groups([_layer(values)], MemoryCheckpoint(arrays), [])
     assert group.scope == "net/n1" and group.channels == 4
     assert group.keys["moving_variance"] == "net/n1/s2/.ATTRIBUTES/VARIABLE_VALUE"
 
@@ -52,9 +41,9 @@ def test_odd_names_pair_by_value_under_one_parent() -> None:
 def test_another_steps_values_or_scattered_variables_make_no_group() -> None:
     values = _values()
     stale = {f"net/n1/{r}x": v + 0.1 for r, v in values.items()}
-    assert value_groups([_layer(values)], _Ckpt(stale), []) == []
+    assert value_groups([_layer(values)], MemoryCheckpoint(stale), []) == []
     scattered = {f"net/part{i}/{r}": v for i, (r, v) in enumerate(values.items())}
-    assert value_groups([_layer(values)], _Ckpt(scattered), []) == []
+    assert value_groups([_layer(values)], MemoryCheckpoint(scattered), []) == []
 
 
 def test_constants_named_after_their_variables_pair_whatever_their_values() -> None:
@@ -69,5 +58,5 @@ def test_constants_named_after_their_variables_pair_whatever_their_values() -> N
     }
     layer = BnLayer(**{**layer.__dict__, "params": params})
     stale = {f"blk0/nrm/{names[r]}": v + 0.5 for r, v in values.items()}
-    (group,) = value_groups([layer], _Ckpt(stale), [])
+    (group,) = value_groups([layer], MemoryCheckpoint(stale), [])
     assert group.scope == "blk0/nrm" and group.keys["moving_mean"] == "blk0/nrm/stat_m"
