@@ -167,7 +167,8 @@ def _judge(
                 _compare_layer(pair.layer, pair.group, pair.method, theirs, tolerances, averaged)
             )
         leftover = [pair.group for pair in pairs if pair.layer is None and pair.group is not None]
-        folded, unexplained, refoldable = folded_rows(graph, leftover, values, tolerances)
+        bn_keys = {key for group in groups for key in group.keys.values()}
+        folded, unexplained, refoldable = folded_rows(graph, leftover, values, tolerances, bn_keys)
         if strict:
             _refuse_empty(ckpt.path, graph.path, scan.layers, groups, rows or folded)
         return _Judged(

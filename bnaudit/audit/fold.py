@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bnaudit.audit.foldpair import COMMON_EPSILONS, Fold, FoldPair, pair_folds
-from bnaudit.audit.match import Group, GroupValues, checkpoint_groups
+from bnaudit.audit.match import Group, GroupValues
 from bnaudit.audit.options import Tolerances
 from bnaudit.audit.trace import Const, Tracer
 from bnaudit.checkpoint.base import VariableInfo
@@ -178,13 +178,14 @@ def folded_rows(
     groups: list[Group],
     values: GroupValues,
     tolerances: Tolerances,
+    bn_keys: set[str],
 ) -> tuple[list[tuple[int, LayerComparison]], list[Group], list[FoldedLayer]]:
-    """Explain checkpoint groups with no graph layer as BN folded into a convolution."""
+    """Explain checkpoint groups with no graph layer as BN folded into a convolution;
+    `bn_keys` are every BN group's keys (no kernel among them)."""
     if not groups:
         return [], [], []
     candidates = {c.name: c for c in find_candidates(graph)}
     ckpt = values.ckpt
-    bn_keys = {key for group in checkpoint_groups(ckpt) for key in group.keys.values()}
     variables = [v for v in ckpt.variables() if v.key not in bn_keys and not is_bookkeeping(v.key)]
     where = layout(ckpt)
     folds = [

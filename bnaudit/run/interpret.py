@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from bnaudit.findings import Code, Finding, finding
+from bnaudit.report.cells import fmt
 from bnaudit.report.results import (
     ActivationDiff,
     CompareReport,
@@ -134,7 +135,7 @@ def _with_activations(
 def _changes_finding(
     row: LayerComparison, mine: ActivationDiff | None, cause: str | None
 ) -> Finding:
-    measured = "" if mine is None else f", by {_fmt(mine.max_abs_diff)} on the reference's input"
+    measured = "" if mine is None else f", by {fmt(mine.max_abs_diff)} on the reference's input"
     return finding(
         "activation-divergence",
         "the layer itself changes the result: its output differs from what this checkpoint "
@@ -151,11 +152,11 @@ def _inherits_finding(
         "its own contribution is not measured"
         if mine is None
         else "on the reference's input it gives the reference's output (max |Δ| "
-        f"{_fmt(mine.max_abs_diff)})"
+        f"{fmt(mine.max_abs_diff)})"
     )
     return finding(
         "inherited-divergence",
-        f"its input already differs (output max |Δ| {_fmt(diff.max_abs_diff)}); {own}",
+        f"its input already differs (output max |Δ| {fmt(diff.max_abs_diff)}); {own}",
         row.scope,
         fix=f"fix the first divergent layer, {first}" if first else "",
     )
@@ -191,7 +192,3 @@ def _static_cause(row: LayerComparison, fed_flag: str | None) -> str | None:
         if code in by_code and code != "conditional-mode":
             return f"likely cause, {code}: {by_code[code].message}"
     return None
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.3g}"
