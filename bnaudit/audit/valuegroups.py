@@ -6,7 +6,8 @@ variable its frozen constant is named after (`blk0/nrm/stat_m`: a TF1 freeze kee
 names), else the one whose value it equals (TF2 freezes name constants after the ops that
 read them); the variables must sit under one parent (`net/n1/g`, `net/n1/mu`, ...) and
 include both moving statistics. By name, a checkpoint of another step still pairs (and its
-values then differ); by value, only the checkpoint frozen pairs.
+values then differ); by value, the checkpoint frozen pairs, and one whose values differ in
+one parameter only (the others anchor the parent; the one variable left there is it).
 """
 
 from __future__ import annotations
@@ -82,9 +83,31 @@ def _keys_for(
         if len(equal) == 1:
             keys[role] = equal[0]
     parents = {_parent(key) for key in keys.values()}
-    if not {"moving_mean", "moving_variance"} <= keys.keys() or len(parents) != 1:
+    if len(parents) != 1:
+        return None
+    _complete(layer, keys, values, parents.pop())
+    if not {"moving_mean", "moving_variance"} <= keys.keys():
         return None
     return keys
+
+
+def _complete(
+    layer: BnLayer, keys: dict[Role, str], values: dict[str, NDArray[Any]], parent: str
+) -> None:
+    """Give the one parameter left unmatched (a statistic that went stale) the one variable
+    of its shape left under the same parent, when the others anchor the parent (two at least)."""
+    missing = [role for role in ROLES if role not in keys and layer.params[role].kind == "const"]
+    if len(keys) < 2 or len(missing) != 1:
+        return
+    shape = np.shape(layer.params[missing[0]].value.reshape(-1))  # type: ignore[union-attr]
+    used = set(keys.values())
+    left = [
+        key
+        for key, theirs in values.items()
+        if key not in used and _parent(key) == parent and theirs.shape == shape
+    ]
+    if len(left) == 1:
+        keys[missing[0]] = left[0]
 
 
 def _parent(key: str) -> str:

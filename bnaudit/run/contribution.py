@@ -120,10 +120,11 @@ class Contributions:
     own difference, from the reference's input fetched just before it.
 
     Only the reference's input of a layer still to come is kept, and only until that
-    layer's output arrives. A graph computing in half precision (`precision`, the epsilon of
-    its narrowest float) is compared at its rounding: two runtimes (TensorFlow's session and
-    Keras) round float16 convolutions differently, and the difference spreads to float32
-    outputs.
+    layer's output arrives. In a graph computing in half precision (`precision`, the epsilon
+    of its narrowest float), end-to-end differences are compared at that rounding: two
+    runtimes (TensorFlow's session and Keras) round float16 convolutions differently, and the
+    difference spreads to float32 outputs. A layer's own difference is not: on the same input
+    the layer computes in its own output type.
     """
 
     def __init__(
@@ -166,7 +167,8 @@ class Contributions:
         if found is None or found[0].shape != theirs.shape:
             return measured
         own, magnitude = found
-        atol = max(atol, rounding(theirs, magnitude), ROUNDING_ULPS * self.precision * magnitude)
+        # The layer itself computes in the reference's own type: only that type's rounding.
+        atol = max(self.atol, rounding(theirs, magnitude))
         return Measured(measured.activation, activation_diff(own, theirs, atol, self.rtol))
 
 

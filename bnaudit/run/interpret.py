@@ -66,15 +66,7 @@ def interpret(
     compared = tuple(OutputComparison(name, diffs[name]) for name in plan.outputs if name in diffs)
     divergent_outputs = [o.name for o in compared if o.activation.divergent]
     if divergent_outputs and first is None:
-        findings.append(
-            finding(
-                "activation-divergence",
-                f"the final output {', '.join(divergent_outputs)} differs from the reference "
-                "while no BN layer does: something outside BN (random ops, or a folded BN the "
-                "reference keeps) changes the result",
-                fix="",
-            )
-        )
+        findings.append(_outside_bn(divergent_outputs, plan, diffs))
     return dataclasses.replace(
         report,
         layers=tuple(rows),
@@ -90,6 +82,23 @@ def interpret(
         reference=kind,
         reference_reason=plan.choice.reason,
         outputs=compared,
+    )
+
+
+def _outside_bn(outputs: list[str], plan: RunPlan, diffs: dict[str, ActivationDiff]) -> Finding:
+    """A final output differs while no compared BN layer does: say what may explain it."""
+    unseen = len(plan.rows) - sum(row.name in diffs for row in plan.rows)
+    cause = (
+        f"while no compared BN layer does; {unseen} BN layer(s) the reference has no "
+        "counterpart of were not compared, and their static findings may explain it"
+        if unseen
+        else "while no BN layer does: something outside BN (random ops, or a folded BN "
+        "the reference keeps) changes the result"
+    )
+    return finding(
+        "activation-divergence",
+        f"the final output {', '.join(outputs)} differs from the reference {cause}",
+        fix="",
     )
 
 

@@ -60,3 +60,17 @@ def test_constants_named_after_their_variables_pair_whatever_their_values() -> N
     stale = {f"blk0/nrm/{names[r]}": v + 0.5 for r, v in values.items()}
     (group,) = value_groups([layer], MemoryCheckpoint(stale), [])
     assert group.scope == "blk0/nrm" and group.keys["moving_mean"] == "blk0/nrm/stat_m"
+
+
+def test_one_stale_statistic_still_finds_its_group_through_the_others() -> None:
+    """Three parameters equal variables under `net/n1`; the variance went stale: the one
+    variable of its shape left under that parent is it, and compare reports the change."""
+    values = _values()
+    names = {"gamma": "g", "beta": "b", "moving_mean": "mu", "moving_variance": "s2"}
+    arrays = {f"net/n1/{names[r]}": v for r, v in values.items()}
+    arrays["net/n1/s2"] = values["moving_variance"] * 1.7
+    arrays["net/n2/other"] = _RNG.normal(size=4)  # same shape, another parent: not it
+    (group,) = value_groups([_layer(values)], MemoryCheckpoint(arrays), [])
+    assert group.keys["moving_variance"] == "net/n1/s2"
+    del arrays["net/n1/b"], arrays["net/n1/g"]  # one anchor left: not enough to say
+    assert value_groups([_layer(values)], MemoryCheckpoint(arrays), []) == []

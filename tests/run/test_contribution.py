@@ -151,6 +151,10 @@ def test_tensorflows_rounding_at_large_magnitudes_is_no_own_difference() -> None
     wrong = theirs + np.float32(0.05)  # a real difference at that magnitude still shows
     reduce("conv:0", x, x)
     assert reduce("bn:0", wrong, wrong).own.divergent  # type: ignore[union-attr]
+    # ... also in a graph that computes elsewhere in bfloat16: the layer computes in float32
+    in_bf16 = Contributions({"bn:0": "conv:0"}, {"bn:0": math}, 1e-5, 1e-5, 2.0**-7)
+    in_bf16("conv:0", x, x)
+    assert in_bf16("bn:0", wrong, wrong).own.divergent  # type: ignore[union-attr]
 
 
 def test_a_half_precision_graph_is_compared_at_half_precisions_rounding() -> None:

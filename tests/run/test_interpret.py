@@ -393,3 +393,14 @@ def test_divergent_output_after_a_divergent_layer_adds_nothing() -> None:
     rows = [_row("bn1")]
     result = interpret(_report(rows), _plan(rows), {**_diffs(rows, OFF), "output": OFF})
     assert result.first_divergent_layer == "bn1" and result.findings == ()
+
+
+def test_a_divergent_output_with_layers_left_uncompared_does_not_blame_outside_bn() -> None:
+    """A reference without a counterpart of some BN layers (a `.keras` nested sub-model):
+    their static findings may explain the output, so the message says so."""
+    rows = [_row("bn1"), _row("bn2", "stats-mismatch")]
+    diffs = {**_diffs(rows, SAME, None), "output": OFF}
+    result = interpret(_report(rows), _plan(rows), diffs)
+    (found,) = result.findings
+    assert "1 BN layer(s) the reference has no counterpart of were not compared" in found.message
+    assert "something outside BN" not in found.message
